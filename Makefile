@@ -1,0 +1,35 @@
+# Coffer — the two commands that matter are `make run` and `make test`.
+
+GO      ?= go
+BIN     ?= bin/coffer
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+.PHONY: build run test test-short lint fmt clean
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/coffer
+
+## run: build and start the server on its embedded defaults (SQLite, ./coffer-data, 127.0.0.1:8080)
+run: build
+	./$(BIN) server
+
+## test: start the services the tests need (PostgreSQL) and run every test with the race detector
+test:
+	scripts/test.sh
+
+## test-short: the tests without the PostgreSQL server and without -race
+test-short:
+	$(GO) test ./...
+
+## lint: formatting and vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,126 @@
+package coffer
+
+import (
+	"slices"
+	"time"
+)
+
+// Role is what a user account may do. Roles are ordered: viewer < operator < admin.
+type Role string
+
+// The roles.
+const (
+	RoleViewer   Role = "viewer"   // reads everything they may see
+	RoleOperator Role = "operator" // also runs backups and restores
+	RoleAdmin    Role = "admin"    // also manages users, storage and commands
+)
+
+// Roles lists every role, least privileged first.
+var Roles = []Role{RoleViewer, RoleOperator, RoleAdmin}
+
+// Valid reports whether r is one of the defined roles.
+func (r Role) Valid() bool { return slices.Contains(Roles, r) }
+
+// rank orders roles; an unknown role ranks below viewer.
+func (r Role) rank() int { return slices.Index(Roles, r) }
+
+// AtLeast reports whether r is at least as privileged as other.
+func (r Role) AtLeast(other Role) bool { return r.Valid() && r.rank() >= other.rank() }
+
+// Permission is what one route requires. A role grants a set of
+// permissions; an API token may be narrowed to a subset with scopes.
+type Permission string
+
+// The permissions.
+const (
+	PermRead    Permission = "read"    // see resources
+	PermOperate Permission = "operate" // run backups, restores, enrollments
+	PermManage  Permission = "manage"  // users, storage, plan commands, server settings
+)
+
+// Permissions lists every permission in the order roles gain them.
+var Permissions = []Permission{PermRead, PermOperate, PermManage}
+
+// Valid reports whether p is one of the defined permissions.
+func (p Permission) Valid() bool { return slices.Contains(Permissions, p) }
+
+// Permissions returns what the role grants.
+func (r Role) Permissions() []Permission {
+	switch r {
+	case RoleAdmin:
+		return []Permission{PermRead, PermOperate, PermManage}
+	case RoleOperator:
+		return []Permission{PermRead, PermOperate}
+	case RoleViewer:
+		return []Permission{PermRead}
+	}
+	return nil
+}
+
+// PrincipalKind says which kind of credential a request carried.
+type PrincipalKind string
+
+// The principal kinds.
+const (
+	PrincipalSession  PrincipalKind = "session"   // a login (bearer token or browser cookie)
+	PrincipalAPIToken PrincipalKind = "api_token" // a personal access token
+)
+
+// Principal is the authenticated caller of one request.
+type Principal struct {
+	Kind     PrincipalKind
+	UserID   string
+	Username string
+	Role     Role
+	// Scopes is what this credential may do: the role's permissions,
+	// narrowed by an API token's scopes.
+	Scopes []Permission
+	// CredentialID is the session or API token id, so a session can be
+	// told apart from the user's other sessions (e.g. to keep it on a
+	// password change).
+	CredentialID string
+}
+
+// Can reports whether the principal holds permission p.
+func (p *Principal) Can(perm Permission) bool {
+	return p != nil && slices.Contains(p.Scopes, perm)
+}
+
+// User is an account.
+type User struct {
+	ID                string
+	Username          string
+	Role              Role
+	Disabled          bool
+	PasswordHash      string // argon2id PHC string; never leaves the server
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	PasswordChangedAt time.Time
+	LastLoginAt       *time.Time
+}
+
+// Session is a login: a bearer token and, for browsers, the same token in a cookie.
+type Session struct {
+	ID         string
+	UserID     string
+	TokenHash  string
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	LastSeenAt time.Time
+	UserAgent  string
+	RemoteIP   string
+}
+
+// APIToken is a personal access token for scripts. Its secret is shown once
+// at creation; only its SHA-256 is stored.
+type APIToken struct {
+	ID         string
+	UserID     string
+	Name       string
+	Prefix     string // the first characters of the secret, to recognise it in lists
+	TokenHash  string
+	Scopes     []Permission
+	CreatedAt  time.Time
+	ExpiresAt  *time.Time
+	LastUsedAt *time.Time
+}
