@@ -97,4 +97,3 @@ func joinScopes(ps []coffer.Permission) string {
 	}
 	return strings.Join(s, ", ")
 }
-

@@ -154,7 +154,7 @@ func (s *Service) Bootstrap(ctx context.Context, username, password string) (cre
 		return false, "", err
 	}
 	s.audit(ctx, nil, &coffer.Event{Level: coffer.LevelInfo, Code: "user.created", Title: "Admin account created",
-		Message: "The first admin account " + quote(u.Username) + " was created at first start.",
+		Message:  "The first admin account " + quote(u.Username) + " was created at first start.",
 		Resource: userRef(u), Audience: coffer.RoleAdmin, UserID: u.ID})
 	return true, generated, nil
 }
