@@ -40,6 +40,7 @@ const (
 type DB struct {
 	sql     *sql.DB
 	dialect Dialect
+	url     string
 	// path is the SQLite database file ("" for PostgreSQL); the readiness
 	// check makes sure it is still the file that was opened.
 	path  string
@@ -66,7 +67,7 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
 	}
-	db := &DB{Now: time.Now}
+	db := &DB{Now: time.Now, url: opts.URL}
 	switch u.Scheme {
 	case "sqlite", "sqlite3", "file":
 		db.dialect = SQLite
@@ -143,6 +144,10 @@ func redactURL(s string) string {
 	}
 	return u.Redacted()
 }
+
+// URL returns the URL the store was opened with (it may hold a password:
+// do not log it).
+func (db *DB) URL() string { return db.url }
 
 // Dialect returns the database kind.
 func (db *DB) Dialect() Dialect { return db.dialect }

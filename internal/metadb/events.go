@@ -25,7 +25,9 @@ func scanEvent(row interface{ Scan(...any) error }) (coffer.Event, error) {
 	return e, err
 }
 
-// InsertEvent stores an event, assigning its id and creation time.
+// InsertEvent stores an event, assigning its id and creation time (a
+// non-zero CreatedAt is kept). On PostgreSQL it also notifies the listeners
+// of ListenEvents when the insert commits.
 func (db *DB) InsertEvent(ctx context.Context, e *coffer.Event) error {
 	if e.CreatedAt.IsZero() {
 		e.CreatedAt = db.now()
@@ -46,6 +48,13 @@ func (db *DB) InsertEvent(ctx context.Context, e *coffer.Event) error {
 		).Scan(&e.ID)
 		if err != nil {
 			return fmt.Errorf("insert event %s: %w", e.Code, err)
+		}
+		if db.dialect == Postgres {
+			// Wakes the event hubs of every replica (see ListenEvents);
+			// PostgreSQL delivers it when the transaction commits.
+			if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, '')`, eventsChannel); err != nil {
+				return fmt.Errorf("notify event %s: %w", e.Code, err)
+			}
 		}
 		return nil
 	})

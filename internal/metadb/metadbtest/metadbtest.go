@@ -126,3 +126,15 @@ func randomHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// OpenSame opens a second, independent handle on the database db uses, as
+// a second server replica would.
+func OpenSame(t testing.TB, db *metadb.DB) *metadb.DB {
+	t.Helper()
+	other, err := metadb.Open(context.Background(), metadb.Options{URL: db.URL()})
+	if err != nil {
+		t.Fatalf("open a second handle: %v", err)
+	}
+	t.Cleanup(func() { other.Close() })
+	return other
+}
