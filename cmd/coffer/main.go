@@ -1,0 +1,88 @@
+// Command coffer is Coffer's single binary: the server, and the command
+// line around it. It is the composition root: it reads flags, environment
+// and config file, builds the concrete store, services and HTTP server, and
+// wires them together. It holds no logic of its own.
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+
+	"github.com/alecthomas/kong"
+)
+
+// Set at build time with -ldflags "-X main.version=… -X main.commit=…".
+var (
+	version = "dev"
+	commit  = ""
+)
+
+// cli is the command line. Every flag also reads a COFFER_* environment
+// variable and a key of the --config file (flag > variable > file > default).
+type cli struct {
+	Config    kong.ConfigFlag `help:"Read settings from this YAML file (keys are flag names, optionally nested under the command)." env:"COFFER_CONFIG" type:"path" placeholder:"FILE"`
+	LogFormat string          `help:"Log format: text on a terminal and JSON otherwise (auto), or always text or json." enum:"auto,text,json" default:"auto" env:"COFFER_LOG_FORMAT"`
+	LogLevel  string          `help:"Least severe log level written: debug, info, warn or error." enum:"debug,info,warn,error" default:"info" env:"COFFER_LOG_LEVEL"`
+
+	Server  serverCmd  `cmd:"" help:"Run the Coffer server: API, event stream, and (as they land) scheduler, storage engine and web UI."`
+	Version versionCmd `cmd:"" help:"Print the version of this binary."`
+}
+
+// globals are the settings every command gets.
+type globals struct {
+	logger *slog.Logger
+	stdout io.Writer
+}
+
+func main() {
+	var c cli
+	ctx := kong.Parse(&c,
+		kong.Name("coffer"),
+		kong.Description("Coffer is a self-hosted backup server for fleets of machines."),
+		kong.Configuration(loadConfig),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	logger, err := newLogger(os.Stderr, c.LogFormat, c.LogLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "coffer:", err)
+		os.Exit(2)
+	}
+	slog.SetDefault(logger)
+	if err := ctx.Run(&globals{logger: logger, stdout: os.Stdout}); err != nil {
+		logger.Error(ctx.Command()+" failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run(g *globals) error {
+	v, c, goVersion := buildInfo()
+	fmt.Fprintf(g.stdout, "coffer %s (commit %s, %s)\n", v, c, goVersion)
+	return nil
+}
+
+// buildInfo returns the version, commit and Go version of this binary,
+// falling back to what the Go toolchain recorded when -ldflags set none.
+func buildInfo() (v, c, goVersion string) {
+	v, c = version, commit
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v, c, "unknown"
+	}
+	if c == "" {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				c = s.Value[:12]
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return v, c, bi.GoVersion
+}

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/httpapi"
+	"github.com/cofferhq/coffer/internal/metadb"
+	"github.com/cofferhq/coffer/internal/server/auth"
+	"github.com/cofferhq/coffer/internal/server/events"
+	"golang.org/x/sync/errgroup"
+)
+
+type serverCmd struct {
+	Listen          string        `help:"Address to serve HTTP on (host:port)." default:"127.0.0.1:8080" env:"COFFER_LISTEN"`
+	DataDir         string        `help:"Directory for everything the server keeps: the SQLite database and, later, the local repository and master key." default:"./coffer-data" env:"COFFER_DATA_DIR" type:"path"`
+	DatabaseURL     string        `help:"Metadata database: sqlite:///path/to/file.db or postgres://user:pass@host:5432/db (default: SQLite in the data directory)." env:"COFFER_DATABASE_URL" placeholder:"URL"`
+	AdminUser       string        `help:"Username of the admin account created on the very first start." default:"admin" env:"COFFER_ADMIN_USER"`
+	AdminPassword   string        `help:"Password of that first admin account; when empty one is generated and printed once. Ignored once accounts exist." env:"COFFER_ADMIN_PASSWORD"`
+	TLSCert         string        `help:"TLS certificate (PEM) to serve HTTPS; needs --tls-key." env:"COFFER_TLS_CERT" type:"existingfile" placeholder:"FILE"`
+	TLSKey          string        `help:"TLS private key (PEM) for --tls-cert." env:"COFFER_TLS_KEY" type:"existingfile" placeholder:"FILE"`
+	TrustedProxy    []string      `help:"Reverse proxy addresses or CIDR ranges whose X-Forwarded-For/-Proto headers are believed (repeatable; comma-separated in the variable)." env:"COFFER_TRUSTED_PROXIES" placeholder:"CIDR"`
+	SessionTTL      time.Duration `help:"How long a login lasts." default:"12h" env:"COFFER_SESSION_TTL"`
+	EventRetention  time.Duration `help:"How long events are kept in the history (0 keeps them forever)." default:"2160h" env:"COFFER_EVENT_RETENTION"`
+	MaxBodySize     int64         `help:"Largest accepted JSON request body, in bytes." default:"1048576" env:"COFFER_MAX_BODY_SIZE"`
+	ShutdownTimeout time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"30s" env:"COFFER_SHUTDOWN_TIMEOUT"`
+}
+
+func (c *serverCmd) Run(g *globals) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together: give both or neither")
+	}
+	proxies, err := parsePrefixes(c.TrustedProxy)
+	if err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	dbURL := c.DatabaseURL
+	if dbURL == "" {
+		dbURL = "sqlite://" + filepath.Join(dataDir, "coffer.db")
+	}
+
+	log := g.logger
+	db, err := metadb.Open(ctx, metadb.Options{URL: dbURL})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, log.With("component", "migrate")); err != nil {
+		return err
+	}
+
+	// Background work (event tailing, maintenance) outlives the signal
+	// context: it stops only after in-flight requests have finished.
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRun()
+	notes, err := db.ListenEvents(runCtx, log.With("component", "events"))
+	if err != nil {
+		return err
+	}
+	hub := events.New(events.Options{Store: db, Logger: log.With("component", "events"), Retention: c.EventRetention,
+		Notifications: notes})
+	authSvc := auth.New(auth.Options{Store: db, Events: hub, Logger: log.With("component", "auth"), SessionTTL: c.SessionTTL})
+
+	created, generated, err := authSvc.Bootstrap(ctx, c.AdminUser, c.AdminPassword)
+	if err != nil {
+		return fmt.Errorf("create the first admin account: %w", err)
+	}
+
+	version, commitID, _ := buildInfo()
+	reg := newRegistry(version, commitID, db, hub)
+	api, err := httpapi.New(httpapi.Options{
+		Auth: authSvc, Events: hub, EventLog: db,
+		Readiness: readinessChecks(db, dataDir, log), Components: componentChecks(db, dataDir, hub, log),
+		Logger: log, Registry: reg, Gatherer: reg, Version: version, Commit: commitID,
+		MaxBodyBytes: c.MaxBodySize, TrustedProxies: proxies,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		WriteTimeout:      2 * time.Minute, // SSE streams extend their own deadline per write
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	scheme := "http"
+	if c.TLSCert != "" {
+		scheme = "https"
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	baseURL := fmt.Sprintf("%s://%s", scheme, displayAddr(ln.Addr()))
+	log.Info("coffer server started", "addr", ln.Addr().String(), "url", baseURL, "version", version,
+		"database", string(db.Dialect()), "data_dir", dataDir)
+	printWelcome(g, baseURL, c.AdminUser, created, generated)
+
+	var bg errgroup.Group
+	bg.Go(func() error { hub.Run(runCtx); return nil })
+	bg.Go(func() error { every(runCtx, 10*time.Minute, authSvc.Maintain); return nil })
+
+	serveErr := make(chan error, 1)
+	go func() {
+		if c.TLSCert != "" {
+			serveErr <- srv.ServeTLS(ln, c.TLSCert, c.TLSKey)
+		} else {
+			serveErr <- srv.Serve(ln)
+		}
+	}()
+
+	select {
+	case err := <-serveErr:
+		cancelRun()
+		bg.Wait()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests", "timeout", c.ShutdownTimeout)
+	hub.Close() // ends the SSE streams so Shutdown need not wait for them
+	shutCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(shutCtx)
+	cancelRun()
+	bg.Wait()
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("coffer server stopped")
+	return nil
+}
+
+// printWelcome tells the person who started the server where to go. The
+// generated admin password is printed here, once, on stdout — never logged.
+func printWelcome(g *globals, baseURL, admin string, created bool, generated string) {
+	w := g.stdout
+	fmt.Fprintf(w, "\nCoffer is running at %s\n", baseURL)
+	if created && generated != "" {
+		fmt.Fprintf(w, "\n  First start: created the admin account.\n    username: %s\n    password: %s\n  This password is shown only now; change it with PUT /api/v1/users/{id}/password.\n", admin, generated)
+	} else if created {
+		fmt.Fprintf(w, "\n  First start: created the admin account %q with the password you gave.\n", admin)
+	}
+	fmt.Fprintf(w, "\n  Log in:  curl -s -X POST %s/api/v1/auth/login -H 'Content-Type: application/json' \\\n", baseURL)
+	fmt.Fprintf(w, "             -d '{\"username\":\"%s\",\"password\":\"…\"}'\n  API:     %s/api/v1/openapi.json\n\n", admin, baseURL)
+}
+
+// displayAddr turns a wildcard listen address into one a browser can use.
+func displayAddr(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func parsePrefixes(in []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range in {
+		for _, part := range strings.Split(s, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			if !strings.Contains(part, "/") {
+				a, err := netip.ParseAddr(part)
+				if err != nil {
+					return nil, fmt.Errorf("--trusted-proxy %q: not an address or CIDR range", part)
+				}
+				out = append(out, netip.PrefixFrom(a, a.BitLen()))
+				continue
+			}
+			p, err := netip.ParsePrefix(part)
+			if err != nil {
+				return nil, fmt.Errorf("--trusted-proxy %q: not an address or CIDR range", part)
+			}
+			out = append(out, p.Masked())
+		}
+	}
+	return out, nil
+}
+
+// every runs fn now and then at each interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		fn(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
