@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/httpapi/apitest"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/metadb/metadbtest"
 )
@@ -200,18 +201,7 @@ func (r *reply) want(status int) *reply {
 
 func (r *reply) wantError(status int, code string) *reply {
 	r.t.Helper()
-	r.want(status)
-	for _, k := range []string{"code", "detail", "metadata", "correlation_id"} {
-		if _, ok := r.JSON[k]; !ok {
-			r.t.Fatalf("error envelope lacks %q: %s", k, r.Body)
-		}
-	}
-	if r.JSON["code"] != code {
-		r.t.Fatalf("code %v, want %s: %s", r.JSON["code"], code, r.Body)
-	}
-	if r.JSON["correlation_id"] != r.Header.Get("X-Request-Id") {
-		r.t.Fatalf("correlation_id %v != X-Request-Id %s", r.JSON["correlation_id"], r.Header.Get("X-Request-Id"))
-	}
+	apitest.CheckError(r.t, r.Status, r.Header, r.Body, status, code)
 	return r
 }
 

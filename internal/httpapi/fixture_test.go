@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/httpapi/apitest"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/server/auth"
 	"github.com/cofferhq/coffer/internal/server/events"
@@ -91,18 +92,7 @@ func (r *response) want(status int) *response {
 // wantError checks the error envelope: status, code, and every field present.
 func (r *response) wantError(status int, code string) *response {
 	r.t.Helper()
-	r.want(status)
-	for _, k := range []string{"code", "detail", "metadata", "correlation_id"} {
-		if _, ok := r.json[k]; !ok {
-			r.t.Fatalf("error envelope lacks %q: %s", k, r.body)
-		}
-	}
-	if r.json["code"] != code {
-		r.t.Fatalf("code = %v, want %s; body: %s", r.json["code"], code, r.body)
-	}
-	if r.json["correlation_id"] != r.header.Get("X-Request-Id") || r.json["correlation_id"] == "" {
-		r.t.Fatalf("correlation_id %v does not match X-Request-Id %q", r.json["correlation_id"], r.header.Get("X-Request-Id"))
-	}
+	apitest.CheckError(r.t, r.status, r.header, r.body, status, code)
 	return r
 }
 

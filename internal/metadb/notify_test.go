@@ -15,26 +15,6 @@ import (
 // a bound against hanging, not a latency assertion.
 const wakeWait = 10 * time.Second
 
-// openTwice opens two handles on one fresh database, as two replicas would.
-func openTwice(t *testing.T, d metadb.Dialect) (*metadb.DB, *metadb.DB) {
-	t.Helper()
-	ctx := context.Background()
-	url := metadbtest.URL(t, d)
-	var dbs [2]*metadb.DB
-	for i := range dbs {
-		db, err := metadb.Open(ctx, metadb.Options{URL: url})
-		if err != nil {
-			t.Fatalf("open handle %d: %v", i, err)
-		}
-		t.Cleanup(func() { db.Close() })
-		dbs[i] = db
-	}
-	if err := dbs[0].Migrate(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	return dbs[0], dbs[1]
-}
-
 // listen starts ListenEvents on db for the rest of the test and waits for
 // its goroutine to end when the test does.
 func listen(t *testing.T, db *metadb.DB) <-chan struct{} {
@@ -82,7 +62,7 @@ func drain(wake <-chan struct{}) {
 }
 
 func TestListenEventsAcrossHandles(t *testing.T) {
-	listener, writer := openTwice(t, metadb.Postgres)
+	listener, writer := metadbtest.OpenReplicas(t, metadb.Postgres)
 	wake := listen(t, listener)
 
 	insertEvent(t, writer, "test.one")
@@ -96,7 +76,7 @@ func TestListenEventsAcrossHandles(t *testing.T) {
 }
 
 func TestListenEventsReconnects(t *testing.T) {
-	listener, writer := openTwice(t, metadb.Postgres)
+	listener, writer := metadbtest.OpenReplicas(t, metadb.Postgres)
 	wake := listen(t, listener)
 	ctx := context.Background()
 

@@ -127,6 +127,14 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// OpenReplicas returns two independent handles on one fresh, migrated
+// database, as two server replicas would hold.
+func OpenReplicas(t testing.TB, d metadb.Dialect) (*metadb.DB, *metadb.DB) {
+	t.Helper()
+	db := Open(t, d)
+	return db, OpenSame(t, db)
+}
+
 // OpenSame opens a second, independent handle on the database db uses, as
 // a second server replica would.
 func OpenSame(t testing.TB, db *metadb.DB) *metadb.DB {

@@ -234,27 +234,6 @@ func TestSlowSubscriberIsDropped(t *testing.T) {
 	})
 }
 
-// openReplicas opens two handles on one fresh database, as two server
-// replicas would.
-func openReplicas(t *testing.T, d metadb.Dialect) (*metadb.DB, *metadb.DB) {
-	t.Helper()
-	ctx := context.Background()
-	url := metadbtest.URL(t, d)
-	var dbs [2]*metadb.DB
-	for i := range dbs {
-		db, err := metadb.Open(ctx, metadb.Options{URL: url})
-		if err != nil {
-			t.Fatalf("open replica %d: %v", i, err)
-		}
-		t.Cleanup(func() { db.Close() })
-		dbs[i] = db
-	}
-	if err := dbs[0].Migrate(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	return dbs[0], dbs[1]
-}
-
 // listen returns db's notifications for the rest of the test.
 func listen(t *testing.T, db *metadb.DB) <-chan struct{} {
 	t.Helper()
@@ -292,7 +271,7 @@ func crossReplica(t *testing.T, a, b *events.Hub) {
 
 func TestReplicas(t *testing.T) {
 	t.Run("notifications", func(t *testing.T) {
-		dbA, dbB := openReplicas(t, metadb.Postgres)
+		dbA, dbB := metadbtest.OpenReplicas(t, metadb.Postgres)
 		a := start(t, events.Options{Store: dbA})
 		// Only a notification can wake b within the test.
 		b := start(t, events.Options{Store: dbB, Notifications: listen(t, dbB), PollInterval: time.Hour})
@@ -300,7 +279,7 @@ func TestReplicas(t *testing.T) {
 	})
 	for _, d := range []metadb.Dialect{metadb.SQLite, metadb.Postgres} {
 		t.Run("polling/"+string(d), func(t *testing.T) {
-			dbA, dbB := openReplicas(t, d)
+			dbA, dbB := metadbtest.OpenReplicas(t, d)
 			a := start(t, events.Options{Store: dbA})
 			b := start(t, events.Options{Store: dbB, PollInterval: 50 * time.Millisecond})
 			crossReplica(t, a, b)
