@@ -20,7 +20,7 @@ import (
 
 // fixture is a real API server over a real store, served by httptest.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	db     *metadb.DB
 	hub    *events.Hub
 	auth   *auth.Service
@@ -33,7 +33,7 @@ type fixture struct {
 // readiness is a switchable readiness check.
 type readiness struct{ err error }
 
-func newFixture(t *testing.T, db *metadb.DB) *fixture {
+func newFixture(t testing.TB, db *metadb.DB) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fixture{t: t, db: db, ready: &readiness{}, tokens: map[string]string{}}
@@ -74,7 +74,7 @@ func (f *fixture) login(user, pw string) string {
 
 // response is a decoded reply.
 type response struct {
-	t      *testing.T
+	t      testing.TB
 	status int
 	header http.Header
 	body   []byte

@@ -135,11 +135,7 @@ func (s *Server) registerUsers() {
 			"Admins reset anyone else's without it; all of that user's sessions end.",
 		Errors: []int{http.StatusNotFound},
 	}, func(ctx context.Context, in *passwordChangeIn) (*struct{ Body CommandResult }, error) {
-		p := principalFrom(ctx)
-		if in.ID != p.UserID && !p.Can(coffer.PermManage) {
-			return nil, coffer.Errorf(coffer.KindForbidden, "forbidden", "only an admin may set another user's password")
-		}
-		if err := s.opts.Auth.ChangePassword(ctx, p, in.ID, in.Body.OldPassword, in.Body.NewPassword); err != nil {
+		if err := s.opts.Auth.ChangePassword(ctx, principalFrom(ctx), in.ID, in.Body.OldPassword, in.Body.NewPassword); err != nil {
 			return nil, err
 		}
 		return &struct{ Body CommandResult }{CommandResult{Message: "Password changed.", Success: true, ID: in.ID}}, nil
