@@ -1,0 +1,122 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/metadb"
+	"github.com/cofferhq/coffer/internal/metadb/metadbtest"
+)
+
+// rawStream reads an SSE response line by line.
+type rawStream struct {
+	lines  chan string
+	cancel context.CancelFunc
+}
+
+func openRawStream(t *testing.T, url, token string) *rawStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", url+"/api/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		cancel()
+		t.Fatalf("open stream: %v %v", resp, err)
+	}
+	s := &rawStream{lines: make(chan string, 100), cancel: cancel}
+	go func() {
+		defer close(s.lines)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			select {
+			case s.lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	t.Cleanup(cancel)
+	return s
+}
+
+// waitLine returns the first line with the prefix, or fails; ended reports
+// that the stream closed first.
+func (s *rawStream) waitLine(t *testing.T, prefix string) (line string, ended bool) {
+	t.Helper()
+	timeout := time.After(15 * time.Second)
+	for {
+		select {
+		case l, ok := <-s.lines:
+			if !ok {
+				return "", true
+			}
+			if strings.HasPrefix(l, prefix) {
+				return l, false
+			}
+		case <-timeout:
+			t.Fatalf("no line starting %q within 15 s", prefix)
+		}
+	}
+}
+
+// A stream outlives the server's write timeout (each write extends its own
+// deadline), carries heartbeats, and delivers events after them.
+func TestStreamOutlivesWriteTimeout(t *testing.T) {
+	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
+	ts := httptest.NewUnstartedServer(f.api.Handler())
+	ts.Config.WriteTimeout = 300 * time.Millisecond
+	ts.Start()
+	t.Cleanup(ts.Close) // after the stream's cleanup: Close waits for open streams
+
+	st := openRawStream(t, ts.URL, f.tokens["admin"])
+	deadline := time.Now().Add(1200 * time.Millisecond) // four write timeouts
+	for time.Now().Before(deadline) {
+		if _, ended := st.waitLine(t, ": heartbeat"); ended {
+			t.Fatal("stream cut before its write timeout was extended")
+		}
+	}
+	f.do("POST", "/api/v1/users", "admin", map[string]any{"username": "late", "password": "late-password", "role": "viewer"}).want(201)
+	line, ended := st.waitLine(t, "data: ")
+	if ended || !strings.Contains(line, `"code":"user.created"`) {
+		t.Fatalf("event after heartbeats: %q ended=%v", line, ended)
+	}
+}
+
+// Disabling a user ends their open stream at the next heartbeat.
+func TestStreamEndsWhenUserIsDisabled(t *testing.T) {
+	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
+	tok := f.do("POST", "/api/v1/tokens", "operator", map[string]any{"name": "stream"}).want(201).json["secret"].(string)
+	st := openRawStream(t, f.ts.URL, tok)
+	st.waitLine(t, ": heartbeat")
+	f.do("PATCH", "/api/v1/users/"+f.userID("operator"), "admin", map[string]any{"disabled": true}).want(200)
+	if _, ended := st.waitLine(t, "event: unauthorized"); ended {
+		t.Fatal("stream ended without saying why")
+	}
+	if _, ended := st.waitLine(t, "never"); !ended {
+		t.Fatal("stream of a disabled user is still open")
+	}
+}
+
+func TestStreamRejectsBadInput(t *testing.T) {
+	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
+	f.do("GET", "/api/v1/events", "admin", nil, "Last-Event-ID", "abc").wantError(400, "invalid_last_event_id")
+	f.do("GET", "/api/v1/events?level=loud", "admin", nil).wantError(400, "invalid_level")
+	f.do("GET", "/api/v1/events/history?cursor=!!", "admin", nil).wantError(400, "invalid_cursor")
+	h := f.do("GET", "/api/v1/events/history?page_size=2&level=info", "admin", nil).want(200)
+	p := h.json["pagination"].(map[string]any)
+	if p["pagination_mode"] != "cursor" || p["total"] != -1.0 || p["has_next_page"] != true || p["cursor"] == nil {
+		t.Fatalf("history page = %s", h.body)
+	}
+	next := f.do("GET", "/api/v1/events/history?page_size=2&level=info&cursor="+p["cursor"].(string), "admin", nil).want(200)
+	first, second := h.json["items"].([]any), next.json["items"].([]any)
+	if len(second) == 0 || second[0].(map[string]any)["id"].(float64) >= first[1].(map[string]any)["id"].(float64) {
+		t.Fatalf("second page does not continue below the first: %s then %s", h.body, next.body)
+	}
+}
