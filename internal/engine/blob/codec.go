@@ -1,0 +1,212 @@
+package blob
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"fmt"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
+)
+
+// Keys are a repository's secrets. IDKey keys the BLAKE3 hash of blob ids
+// (so ids reveal nothing about content to someone without it); DataKey is
+// the AES-256-GCM key of an encrypted repository.
+type Keys struct {
+	IDKey     [32]byte
+	DataKey   [32]byte
+	Encrypted bool
+}
+
+// Compression is how hard to compress (the zstd level), per call.
+type Compression uint8
+
+// The compression levels.
+const (
+	Off     Compression = iota // store plaintext
+	Fastest                    // zstd fastest (≈ level 1)
+	Default                    // zstd default (≈ level 3)
+	Better                     // zstd better (≈ level 7)
+	Best                       // zstd best (≈ level 11)
+)
+
+// ParseCompression maps a name ("off", "fastest", "default", "better",
+// "best") to a level.
+func ParseCompression(s string) (Compression, error) {
+	for c, name := range compressionNames {
+		if name == s {
+			return Compression(c), nil
+		}
+	}
+	return 0, fmt.Errorf("compression %q: use off, fastest, default, better or best", s)
+}
+
+var compressionNames = []string{"off", "fastest", "default", "better", "best"}
+
+// String names the level.
+func (c Compression) String() string {
+	if int(c) < len(compressionNames) {
+		return compressionNames[c]
+	}
+	return fmt.Sprintf("compression(%d)", uint8(c))
+}
+
+const (
+	nonceSize = 12
+	tagSize   = 16
+)
+
+// Codec encodes and decodes blobs of one repository. It is safe for
+// concurrent use and meant to live as long as the repository is open.
+type Codec struct {
+	keys     Keys
+	aead     cipher.AEAD
+	encoders [Best + 1]func() (*zstd.Encoder, error)
+	decoder  *zstd.Decoder
+}
+
+// NewCodec returns a codec for the given keys.
+func NewCodec(k Keys) (*Codec, error) {
+	c := &Codec{keys: k}
+	if k.Encrypted {
+		block, err := aes.NewCipher(k.DataKey[:])
+		if err != nil {
+			return nil, fmt.Errorf("blob codec: %w", err)
+		}
+		if c.aead, err = cipher.NewGCM(block); err != nil {
+			return nil, fmt.Errorf("blob codec: %w", err)
+		}
+	}
+	for lvl := Fastest; lvl <= Best; lvl++ {
+		zl := []zstd.EncoderLevel{Fastest: zstd.SpeedFastest, Default: zstd.SpeedDefault,
+			Better: zstd.SpeedBetterCompression, Best: zstd.SpeedBestCompression}[lvl]
+		c.encoders[lvl] = sync.OnceValues(func() (*zstd.Encoder, error) {
+			// EncodeAll is safe for concurrent use; encoders are made on
+			// first use so unused levels cost no memory.
+			return zstd.NewWriter(nil, zstd.WithEncoderLevel(zl), zstd.WithZeroFrames(true))
+		})
+	}
+	var err error
+	c.decoder, err = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(MaxSize), zstd.WithDecoderConcurrency(0))
+	if err != nil {
+		return nil, fmt.Errorf("blob codec: %w", err)
+	}
+	return c, nil
+}
+
+// Close releases the codec's compression state.
+func (c *Codec) Close() {
+	c.decoder.Close()
+}
+
+// Encrypted reports whether the codec encrypts.
+func (c *Codec) Encrypted() bool { return c.keys.Encrypted }
+
+// Overhead is how many bytes encryption adds to a payload.
+func (c *Codec) Overhead() int {
+	if c.keys.Encrypted {
+		return nonceSize + tagSize
+	}
+	return 0
+}
+
+// ID returns the id of plaintext: its BLAKE3-256 hash keyed with IDKey.
+func (c *Codec) ID(plaintext []byte) ID {
+	h, _ := blake3.NewKeyed(c.keys.IDKey[:]) // the key is always 32 bytes
+	h.Write(plaintext)
+	var id ID
+	h.Sum(id[:0])
+	return id
+}
+
+// Encode appends the stored form of a blob to dst and returns it. id must
+// be c.ID(plaintext) (the caller usually has it already, to ask whether the
+// blob is stored at all).
+func (c *Codec) Encode(dst []byte, t Type, id ID, plaintext []byte, level Compression) ([]byte, error) {
+	if len(plaintext) > MaxSize {
+		return nil, fmt.Errorf("encode blob %s: %d bytes exceeds the %d-byte maximum", id.Short(), len(plaintext), MaxSize)
+	}
+	payload := plaintext
+	if level != Off && len(plaintext) > 0 {
+		enc, err := c.encoder(level)
+		if err != nil {
+			return nil, err
+		}
+		compressed := enc.EncodeAll(plaintext, make([]byte, 0, len(plaintext)))
+		if len(compressed) < len(plaintext) {
+			payload = compressed
+		}
+	}
+	if !c.keys.Encrypted {
+		return append(dst, payload...), nil
+	}
+	start := len(dst)
+	dst = append(dst, make([]byte, nonceSize)...)
+	nonce := dst[start : start+nonceSize]
+	rand.Read(nonce)
+	return c.aead.Seal(dst, nonce, payload, aad(t, id)), nil
+}
+
+func (c *Codec) encoder(level Compression) (*zstd.Encoder, error) {
+	if level > Best {
+		return nil, fmt.Errorf("encode blob: unknown compression level %d", level)
+	}
+	return c.encoders[level]()
+}
+
+// Decode returns the plaintext of a stored blob whose plaintext is rawLen
+// bytes, appended to dst. It fails with an error matching ErrCorrupt unless
+// the blob authenticates (encrypted repositories), decompresses to exactly
+// rawLen bytes, and hashes to id.
+func (c *Codec) Decode(dst []byte, t Type, id ID, stored []byte, rawLen int) ([]byte, error) {
+	if rawLen < 0 || rawLen > MaxSize {
+		return nil, corrupt(id, "its recorded size %d is out of range", rawLen)
+	}
+	payload := stored
+	if c.keys.Encrypted {
+		if len(stored) < nonceSize+tagSize {
+			return nil, corrupt(id, "it is truncated to %d bytes", len(stored))
+		}
+		var err error
+		payload, err = c.aead.Open(nil, stored[:nonceSize], stored[nonceSize:], aad(t, id))
+		if err != nil {
+			return nil, corrupt(id, "it fails authentication (damaged, or encrypted with another key)")
+		}
+	}
+	start := len(dst)
+	switch {
+	case len(payload) == rawLen:
+		dst = append(dst, payload...)
+	case len(payload) < rawLen:
+		var err error
+		dst, err = c.decoder.DecodeAll(payload, dst)
+		if err != nil {
+			return nil, corrupt(id, "it does not decompress: %v", err)
+		}
+	default:
+		return nil, corrupt(id, "it holds %d bytes, more than its recorded size %d", len(payload), rawLen)
+	}
+	plain := dst[start:]
+	if len(plain) != rawLen {
+		return nil, corrupt(id, "it decompresses to %d bytes, not its recorded %d", len(plain), rawLen)
+	}
+	if c.ID(plain) != id {
+		return nil, corrupt(id, "its content does not match its id")
+	}
+	return dst, nil
+}
+
+// aad binds a ciphertext to its type and id, so that a stored blob cannot
+// be passed off as another one (or a tree as data).
+func aad(t Type, id ID) []byte {
+	b := make([]byte, 0, 1+IDSize)
+	b = append(b, byte(t))
+	return append(b, id[:]...)
+}
+
+func corrupt(id ID, format string, args ...any) error {
+	return fmt.Errorf("blob %s: %s: %w", id, fmt.Sprintf(format, args...), ErrCorrupt)
+}
+
