@@ -209,4 +209,3 @@ func aad(t Type, id ID) []byte {
 func corrupt(id ID, format string, args ...any) error {
 	return fmt.Errorf("blob %s: %s: %w", id, fmt.Sprintf(format, args...), ErrCorrupt)
 }
-
