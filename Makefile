@@ -15,11 +15,11 @@ build:
 run: build
 	./$(BIN) server
 
-## test: start the services the tests need (PostgreSQL) and run every test with the race detector
+## test: start the services the tests need (PostgreSQL, an S3 server) and run every test with the race detector
 test:
 	scripts/test.sh
 
-## test-short: the tests without the PostgreSQL server and without -race
+## test-short: the tests without the PostgreSQL and S3 servers and without -race
 test-short:
 	$(GO) test ./...
 
