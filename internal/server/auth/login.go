@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/metadb"
@@ -79,7 +80,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*LoginResult, er
 
 	secret, hashed := newSecret(PrefixSession)
 	sess := &coffer.Session{UserID: u.ID, TokenHash: hashed, ExpiresAt: now.Add(s.sessionTTL),
-		UserAgent: truncate(req.UserAgent, 256), RemoteIP: req.RemoteIP}
+		UserAgent: clip(req.UserAgent, 256), RemoteIP: req.RemoteIP}
 	if err := s.store.CreateSession(ctx, sess); err != nil {
 		return nil, err
 	}
@@ -181,9 +182,15 @@ func checkEnabled(u *coffer.User) error {
 	return nil
 }
 
-func truncate(s string, n int) string {
+// clip makes client-supplied text storable: valid UTF-8 (PostgreSQL
+// refuses anything else), at most n bytes, cut on a character boundary.
+func clip(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }
