@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -269,4 +270,29 @@ func BenchmarkDecode(b *testing.B) {
 			})
 		}
 	}
+}
+
+// IDs computed concurrently (hashers come from a shared pool) equal those
+// computed one by one.
+func TestIDConcurrent(t *testing.T) {
+	c := newCodec(t, false)
+	inputs := make([][]byte, 64)
+	want := make([]ID, len(inputs))
+	for i := range inputs {
+		inputs[i] = randomBytes(1000+i*37, uint64(i))
+		want[i] = c.ID(inputs[i])
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for r := range 20 {
+				i := (w*7 + r*13) % len(inputs)
+				if got := c.ID(inputs[i]); got != want[i] {
+					t.Errorf("concurrent id of input %d differs", i)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -2,15 +2,14 @@ package chunker
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"testing"
 
-	"github.com/zeebo/blake3"
+	"github.com/cofferhq/coffer/internal/engine/blob"
 )
 
 // The per-stage numbers of the backup pipeline, per core: chunking through
-// this package's API (BenchmarkChunker), hashing a chunk with the repository's
-// keyed BLAKE3 (BenchmarkHash), and both in sequence (BenchmarkChunkAndHash).
+// this package's API (BenchmarkChunker), and chunking followed by the blob id
+// hash (BenchmarkChunkAndHash; the hash alone is blob.BenchmarkHash).
 // BenchmarkLibrary (compare_test.go) measures the two FastCDC libraries raw.
 
 func BenchmarkChunker(b *testing.B) {
@@ -38,34 +37,6 @@ func BenchmarkChunker(b *testing.B) {
 	}
 }
 
-// hashKey stands in for a repository's blob id key.
-var hashKey = bytes.Repeat([]byte{0x5c}, 32)
-
-func BenchmarkHash(b *testing.B) {
-	chunk := randomData(1<<20, 1)
-	b.Run("blake3-keyed/1MiB", func(b *testing.B) {
-		h, err := blake3.NewKeyed(hashKey)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var sum [32]byte
-		b.SetBytes(int64(len(chunk)))
-		b.ReportAllocs()
-		for b.Loop() {
-			h.Reset()
-			h.Write(chunk)
-			h.Sum(sum[:0])
-		}
-	})
-	b.Run("sha256/1MiB", func(b *testing.B) { // reference point only
-		b.SetBytes(int64(len(chunk)))
-		b.ReportAllocs()
-		for b.Loop() {
-			sha256.Sum256(chunk)
-		}
-	})
-}
-
 func BenchmarkChunkAndHash(b *testing.B) {
 	p := DefaultParams()
 	for _, kind := range dataKinds {
@@ -76,11 +47,10 @@ func BenchmarkChunkAndHash(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			h, err := blake3.NewKeyed(hashKey)
+			codec, err := blob.NewCodec(blob.Keys{})
 			if err != nil {
 				b.Fatal(err)
 			}
-			var sum [32]byte
 			b.SetBytes(int64(len(data)))
 			b.ReportAllocs()
 			for b.Loop() {
@@ -91,9 +61,7 @@ func BenchmarkChunkAndHash(b *testing.B) {
 					if err != nil {
 						break
 					}
-					h.Reset()
-					h.Write(chunk)
-					h.Sum(sum[:0])
+					codec.ID(chunk)
 				}
 			}
 		})

@@ -46,5 +46,5 @@
 // process did is disqualifying. The speed difference does not matter
 // either: at about 1.1 GB/s a core, chunking is far faster than the
 // compression stage after it (230–430 MB/s a core); keyed BLAKE3 runs at
-// about 3.7–4.0 GB/s a core on 1 MiB chunks (BenchmarkHash).
+// about 3.7–4.0 GB/s a core on 1 MiB chunks (blob.BenchmarkHash).
 package chunker
