@@ -80,8 +80,7 @@ func TestAcceptance(t *testing.T) {
 		}
 
 		// The access log names route, status, user and correlation id.
-		req := s.call("GET", "/api/v1/auth/me", viewer, nil, "X-Request-Id", "acceptance-trace-1").want(200)
-		_ = req
+		s.call("GET", "/api/v1/auth/me", viewer, nil, "X-Request-Id", "acceptance-trace-1").want(200)
 		waitFor(t, func() bool { return strings.Contains(s.Stderr(), `"request_id":"acceptance-trace-1"`) })
 		line := lineWith(s.Stderr(), "acceptance-trace-1")
 		for _, want := range []string{`"route":"GET /api/v1/auth/me"`, `"status":200`, `"user":"victor"`, `"duration_ms"`} {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -323,5 +322,4 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if !slices.Equal(public, wantPublic) {
 		t.Errorf("public routes = %v, want %v", public, wantPublic)
 	}
-	_ = http.MethodGet
 }

@@ -179,7 +179,6 @@ func TestSessions(t *testing.T) {
 		ctx := context.Background()
 		u := newUser(t, db, "sam", coffer.RoleOperator)
 		other := newUser(t, db, "admin", coffer.RoleAdmin)
-		_ = other
 		exp := time.Now().Add(time.Hour)
 		s1 := &coffer.Session{UserID: u.ID, TokenHash: "h1", ExpiresAt: exp, UserAgent: "curl", RemoteIP: "127.0.0.1"}
 		s2 := &coffer.Session{UserID: u.ID, TokenHash: "h2", ExpiresAt: exp}

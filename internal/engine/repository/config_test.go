@@ -37,7 +37,14 @@ func TestInitAndOpen(t *testing.T) {
 			t.Error("keys are zero")
 		}
 		// The config object holds no key in the clear.
-		raw, _ := blobstore.ReadRange(ctx, b, ConfigName, 0, int64(len(mustJSON(t, got))))
+		info, err := b.Stat(ctx, ConfigName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := blobstore.ReadRange(ctx, b, ConfigName, 0, info.Size)
+		if err != nil || len(raw) == 0 {
+			t.Fatalf("read config: %d bytes, %v", len(raw), err)
+		}
 		if bytes.Contains(raw, keys.IDKey[:8]) || bytes.Contains(raw, keys.DataKey[:8]) {
 			t.Error("config stores a key in the clear")
 		}
@@ -83,7 +90,9 @@ func TestOpenRefusesBadConfigs(t *testing.T) {
 		tamper(&c)
 		forged := mem.New(mem.Options{})
 		data := mustJSON(t, &c)
-		forged.Put(ctx, ConfigName, bytes.NewReader(data), int64(len(data)))
+		if err := forged.Put(ctx, ConfigName, bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
 		if _, _, err := OpenConfig(ctx, forged, masterKey(1)); err == nil || !strings.Contains(err.Error(), "modified") {
 			t.Errorf("tampered config opened: %v", err)
 		}
@@ -94,7 +103,9 @@ func TestOpenRefusesBadConfigs(t *testing.T) {
 		"future format": `{"version":2}`,
 	} {
 		forged := mem.New(mem.Options{})
-		forged.Put(ctx, ConfigName, strings.NewReader(data), int64(len(data)))
+		if err := forged.Put(ctx, ConfigName, strings.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
 		if _, _, err := OpenConfig(ctx, forged, masterKey(1)); err == nil {
 			t.Errorf("%s: opened", name)
 		}

@@ -161,9 +161,8 @@ func TestLoginThrottle(t *testing.T) {
 			_, err := f.svc.Login(ctx, LoginRequest{Username: user, Password: pw, RemoteIP: ip})
 			return err
 		}
-		for i := range 5 {
+		for range 5 {
 			wantCode(t, attempt("admin", "bad-password", "192.0.2.1"), "invalid_credentials")
-			_ = i
 		}
 		// The 6th attempt is refused before the password is checked, even a right one.
 		err := attempt("admin", "admin-password", "192.0.2.99")

@@ -37,9 +37,9 @@ func (h *Hub) Subscribe() *Subscription {
 func (s *Subscription) C() <-chan coffer.Event { return s.c }
 
 // Dropped reports whether the hub ended the subscription because the
-// subscriber fell behind (or subscribed before the hub was ready). Its
-// consumer should end the stream so the client reconnects and replays
-// from the store.
+// subscriber fell behind (or subscribed before the hub was ready). Nothing
+// is lost: the consumer catches up from the stored log after the last id
+// it handled, and subscribes again (the SSE handler does this).
 func (s *Subscription) Dropped() bool { return s.dropped.Load() }
 
 // Close ends the subscription. It is idempotent and safe to call at any
