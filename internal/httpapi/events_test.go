@@ -114,6 +114,19 @@ func TestStreamRejectsBadInput(t *testing.T) {
 	if p["pagination_mode"] != "cursor" || p["total"] != -1.0 || p["has_next_page"] != true || p["cursor"] == nil {
 		t.Fatalf("history page = %s", h.body)
 	}
+	// Time bounds: nothing is older than an hour ago or newer than now+1h.
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	if items := f.do("GET", "/api/v1/events/history?since="+future, "admin", nil).want(200).json["items"].([]any); len(items) != 0 {
+		t.Errorf("since=%s returned %d events", future, len(items))
+	}
+	if items := f.do("GET", "/api/v1/events/history?until="+past, "admin", nil).want(200).json["items"].([]any); len(items) != 0 {
+		t.Errorf("until=%s returned %d events", past, len(items))
+	}
+	if items := f.do("GET", "/api/v1/events/history?since="+past+"&until="+future, "admin", nil).want(200).json["items"].([]any); len(items) < 3 {
+		t.Errorf("a window around now returned %d events, want every one so far", len(items))
+	}
+	f.do("GET", "/api/v1/events/history?since=yesterday", "admin", nil).wantError(400, "invalid_request")
 	next := f.do("GET", "/api/v1/events/history?page_size=2&level=info&cursor="+p["cursor"].(string), "admin", nil).want(200)
 	first, second := h.json["items"].([]any), next.json["items"].([]any)
 	if len(second) == 0 || second[0].(map[string]any)["id"].(float64) >= first[1].(map[string]any)["id"].(float64) {
