@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -182,86 +181,17 @@ func (s *server) waitExit(timeout time.Duration) error {
 func (s *server) Stdout() string { s.mu.Lock(); defer s.mu.Unlock(); return s.stdout.String() }
 func (s *server) Stderr() string { s.mu.Lock(); defer s.mu.Unlock(); return s.stderr.String() }
 
-// reply is a decoded HTTP response.
-type reply struct {
-	t      *testing.T
-	Status int
-	Header http.Header
-	Body   []byte
-	JSON   map[string]any
-}
-
-func (r *reply) want(status int) *reply {
-	r.t.Helper()
-	if r.Status != status {
-		r.t.Fatalf("status %d, want %d: %s", r.Status, status, r.Body)
-	}
-	return r
-}
-
-func (r *reply) wantError(status int, code string) *reply {
-	r.t.Helper()
-	apitest.CheckError(r.t, r.Status, r.Header, r.Body, status, code)
-	return r
-}
-
-func (r *reply) str(path ...string) string {
-	var v any = r.JSON
-	for _, p := range path {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return ""
-		}
-		v = m[p]
-	}
-	s, _ := v.(string)
-	return s
-}
-
-// call sends a JSON request with an optional bearer token.
-func (s *server) call(method, path, token string, body any, headers ...string) *reply {
+// call sends a request with an optional bearer token; body is nil, a
+// string sent as is, or a value sent as JSON.
+func (s *server) call(method, path, token string, body any, headers ...string) *apitest.Reply {
 	s.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		if raw, ok := body.(string); ok {
-			rd = strings.NewReader(raw)
-		} else {
-			b, _ := json.Marshal(body)
-			rd = bytes.NewReader(b)
-		}
-	}
-	req, err := http.NewRequest(method, s.URL+path, rd)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	r := &reply{t: s.t, Status: resp.StatusCode, Header: resp.Header, Body: data}
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		if err := json.Unmarshal(data, &r.JSON); err != nil {
-			s.t.Fatalf("%s %s: bad JSON %v: %s", method, path, err, data)
-		}
-	}
-	return r
+	return apitest.Do(s.t, s.client, method, s.URL+path, token, body, headers...)
 }
 
 func (s *server) login(user, password string) string {
 	s.t.Helper()
-	r := s.call("POST", "/api/v1/auth/login", "", map[string]string{"username": user, "password": password}).want(200)
-	return r.str("access_token")
+	r := s.call("POST", "/api/v1/auth/login", "", map[string]string{"username": user, "password": password}).Want(200)
+	return r.Str("access_token")
 }
 
 // sseEvent is one event read from the stream.

@@ -37,37 +37,37 @@ func TestAcceptance(t *testing.T) {
 		admin := s.login("admin", s.Password)
 
 		for _, u := range []struct{ name, role string }{{"olivia", "operator"}, {"victor", "viewer"}} {
-			s.call("POST", "/api/v1/users", admin, map[string]string{"username": u.name, "password": u.name + "-pass-1", "role": u.role}).want(201)
+			s.call("POST", "/api/v1/users", admin, map[string]string{"username": u.name, "password": u.name + "-pass-1", "role": u.role}).Want(201)
 		}
 		op, viewer := s.login("olivia", "olivia-pass-1"), s.login("victor", "victor-pass-1")
 		newUser := map[string]string{"username": "mallory", "password": "mallory-pass", "role": "admin"}
-		s.call("POST", "/api/v1/users", viewer, newUser).wantError(403, "forbidden")
-		s.call("POST", "/api/v1/users", op, newUser).wantError(403, "forbidden")
+		s.call("POST", "/api/v1/users", viewer, newUser).WantError(403, "forbidden")
+		s.call("POST", "/api/v1/users", op, newUser).WantError(403, "forbidden")
 
 		bad := map[string]string{"username": "victor", "password": "wrong-password"}
 		for range 5 {
-			s.call("POST", "/api/v1/auth/login", "", bad).wantError(401, "invalid_credentials")
+			s.call("POST", "/api/v1/auth/login", "", bad).WantError(401, "invalid_credentials")
 		}
-		r := s.call("POST", "/api/v1/auth/login", "", bad).wantError(429, "too_many_login_attempts")
+		r := s.call("POST", "/api/v1/auth/login", "", bad).WantError(429, "too_many_login_attempts")
 		if _, ok := r.JSON["metadata"].(map[string]any)["retry_after_seconds"]; !ok {
 			t.Errorf("429 without retry_after_seconds: %s", r.Body)
 		}
 
 		r = s.call("POST", "/api/v1/users", admin, map[string]any{"username": "x1", "password": "long-enough", "role": "viewer",
-			"superuser": true}).wantError(400, "invalid_request")
+			"superuser": true}).WantError(400, "invalid_request")
 		if !strings.Contains(string(r.Body), "body.superuser") {
 			t.Errorf("unknown field not named in metadata: %s", r.Body)
 		}
 
-		s.call("GET", "/readyz", "", nil).want(200)
-		m := s.call("GET", "/metrics", admin, nil).want(200)
+		s.call("GET", "/readyz", "", nil).Want(200)
+		m := s.call("GET", "/metrics", admin, nil).Want(200)
 		for _, want := range []string{"coffer_http_request_duration_seconds_bucket", "coffer_build_info", "coffer_events_published_total",
 			"go_goroutines", "_max_open_connections"} {
 			if !strings.Contains(string(m.Body), want) {
 				t.Errorf("/metrics lacks %s", want)
 			}
 		}
-		doc := s.call("GET", "/api/v1/openapi.json", "", nil).want(200)
+		doc := s.call("GET", "/api/v1/openapi.json", "", nil).Want(200)
 		if doc.JSON["openapi"] != "3.1.0" {
 			t.Errorf("openapi version %v", doc.JSON["openapi"])
 		}
@@ -80,7 +80,7 @@ func TestAcceptance(t *testing.T) {
 		}
 
 		// The access log names route, status, user and correlation id.
-		s.call("GET", "/api/v1/auth/me", viewer, nil, "X-Request-Id", "acceptance-trace-1").want(200)
+		s.call("GET", "/api/v1/auth/me", viewer, nil, "X-Request-Id", "acceptance-trace-1").Want(200)
 		waitFor(t, func() bool { return strings.Contains(s.Stderr(), `"request_id":"acceptance-trace-1"`) })
 		line := lineWith(s.Stderr(), "acceptance-trace-1")
 		for _, want := range []string{`"route":"GET /api/v1/auth/me"`, `"status":200`, `"user":"victor"`, `"duration_ms"`} {
@@ -95,7 +95,7 @@ func TestAcceptance(t *testing.T) {
 func TestReadinessWhenDatabaseIsGone(t *testing.T) {
 	dialects(t, func(t *testing.T, d metadb.Dialect) {
 		s := startServer(t, d, startOptions{args: []string{"--admin-password", "admin-password"}})
-		s.call("GET", "/readyz", "", nil).want(200)
+		s.call("GET", "/readyz", "", nil).Want(200)
 		if d == metadb.SQLite {
 			if err := os.Remove(strings.TrimPrefix(s.DBURL, "sqlite://")); err != nil {
 				t.Fatal(err)
@@ -103,7 +103,7 @@ func TestReadinessWhenDatabaseIsGone(t *testing.T) {
 		} else {
 			metadbtest.DropPostgres(t, metadbtest.DatabaseName(s.DBURL))
 		}
-		r := s.call("GET", "/readyz", "", nil).wantError(503, "not_ready")
+		r := s.call("GET", "/readyz", "", nil).WantError(503, "not_ready")
 		var failed []string
 		for _, c := range r.JSON["checks"].([]any) {
 			if c := c.(map[string]any); c["healthy"] == false {
@@ -113,7 +113,7 @@ func TestReadinessWhenDatabaseIsGone(t *testing.T) {
 		if len(failed) == 0 || failed[0] != "database" || r.JSON["status"] != "not_ready" {
 			t.Errorf("readyz = %s", r.Body)
 		}
-		s.call("GET", "/healthz", "", nil).want(200) // alive, just not ready
+		s.call("GET", "/healthz", "", nil).Want(200) // alive, just not ready
 	})
 }
 
@@ -124,7 +124,7 @@ func TestEventReplay(t *testing.T) {
 		s := startServer(t, d, startOptions{args: []string{"--admin-password", "admin-password"}})
 		admin := s.login("admin", "admin-password")
 		st := s.openStream(admin, "")
-		s.call("POST", "/api/v1/users", admin, map[string]string{"username": "first", "password": "first-password", "role": "viewer"}).want(201)
+		s.call("POST", "/api/v1/users", admin, map[string]string{"username": "first", "password": "first-password", "role": "viewer"}).Want(201)
 		ev := st.next(t)
 		if ev.Data["code"] != "user.created" || ev.Data["actor"] != "admin" {
 			t.Fatalf("first event = %+v", ev)
@@ -134,9 +134,9 @@ func TestEventReplay(t *testing.T) {
 		var missed []string
 		for i := range 5 {
 			s.call("POST", "/api/v1/users", admin, map[string]string{"username": fmt.Sprintf("u%d", i),
-				"password": "some-password", "role": "viewer"}).want(201)
+				"password": "some-password", "role": "viewer"}).Want(201)
 		}
-		hist := s.call("GET", "/api/v1/events/history?page_size=100", admin, nil).want(200)
+		hist := s.call("GET", "/api/v1/events/history?page_size=100", admin, nil).Want(200)
 		for _, it := range hist.JSON["items"].([]any) {
 			id := fmt.Sprint(int64(it.(map[string]any)["id"].(float64)))
 			if id == ev.ID {
@@ -157,7 +157,7 @@ func TestEventReplay(t *testing.T) {
 			t.Fatalf("replayed %v, want %v", got, missed)
 		}
 		// Live events follow the replay without a gap or repeat.
-		s.call("POST", "/api/v1/users", admin, map[string]string{"username": "later", "password": "later-password", "role": "viewer"}).want(201)
+		s.call("POST", "/api/v1/users", admin, map[string]string{"username": "later", "password": "later-password", "role": "viewer"}).Want(201)
 		live := st2.next(t)
 		if live.Data["code"] != "user.created" || atoi(live.ID) <= atoi(got[len(got)-1]) {
 			t.Fatalf("live event after replay = %+v (last replayed %s)", live, got[len(got)-1])
@@ -165,8 +165,8 @@ func TestEventReplay(t *testing.T) {
 
 		// A viewer sees none of these admin-audience audit events: only
 		// those about itself.
-		created := s.call("POST", "/api/v1/users", admin, map[string]string{"username": "watcher", "password": "watcher-pass", "role": "viewer"}).want(201)
-		watcherID := created.str("user", "id")
+		created := s.call("POST", "/api/v1/users", admin, map[string]string{"username": "watcher", "password": "watcher-pass", "role": "viewer"}).Want(201)
+		watcherID := created.Str("user", "id")
 		viewer := s.login("watcher", "watcher-pass")
 		st3 := s.openStream(viewer, "0")
 		var seen int
@@ -228,12 +228,12 @@ func TestConfiguration(t *testing.T) {
 		env:  []string{"COFFER_ADMIN_PASSWORD=from-the-environment"},
 	})
 	tok := s.login("root", "from-the-environment")
-	r := s.call("POST", "/api/v1/auth/login", "", map[string]string{"username": "root", "password": "from-the-environment"}).want(200)
-	exp, _ := time.Parse(time.RFC3339, r.str("expires_at"))
+	r := s.call("POST", "/api/v1/auth/login", "", map[string]string{"username": "root", "password": "from-the-environment"}).Want(200)
+	exp, _ := time.Parse(time.RFC3339, r.Str("expires_at"))
 	if d := time.Until(exp); d > 61*time.Minute || d < 50*time.Minute {
 		t.Errorf("session-ttl from the config file not applied: expires in %v", d)
 	}
-	s.call("GET", "/healthz", tok, nil).want(200)
+	s.call("GET", "/healthz", tok, nil).Want(200)
 	if !strings.Contains(s.Stderr(), `"level":"DEBUG"`) {
 		t.Error("log-level debug from the config file not applied")
 	}
@@ -287,7 +287,7 @@ func TestTLS(t *testing.T) {
 	if !strings.HasPrefix(s.URL, "https://") {
 		t.Fatalf("URL = %s", s.URL)
 	}
-	r := s.call("POST", "/api/v1/auth/login", "", map[string]string{"username": "admin", "password": "admin-password"}).want(200)
+	r := s.call("POST", "/api/v1/auth/login", "", map[string]string{"username": "admin", "password": "admin-password"}).Want(200)
 	if c := r.Header.Get("Set-Cookie"); !strings.Contains(c, "Secure") {
 		t.Errorf("cookie over HTTPS is not Secure: %s", c)
 	}

@@ -82,7 +82,7 @@ func TestStreamOutlivesWriteTimeout(t *testing.T) {
 			t.Fatal("stream cut before its write timeout was extended")
 		}
 	}
-	f.do("POST", "/api/v1/users", "admin", map[string]any{"username": "late", "password": "late-password", "role": "viewer"}).want(201)
+	f.do("POST", "/api/v1/users", "admin", map[string]any{"username": "late", "password": "late-password", "role": "viewer"}).Want(201)
 	line, ended := st.waitLine(t, "data: ")
 	if ended || !strings.Contains(line, `"code":"user.created"`) {
 		t.Fatalf("event after heartbeats: %q ended=%v", line, ended)
@@ -92,10 +92,10 @@ func TestStreamOutlivesWriteTimeout(t *testing.T) {
 // Disabling a user ends their open stream at the next heartbeat.
 func TestStreamEndsWhenUserIsDisabled(t *testing.T) {
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
-	tok := f.do("POST", "/api/v1/tokens", "operator", map[string]any{"name": "stream"}).want(201).json["secret"].(string)
+	tok := f.do("POST", "/api/v1/tokens", "operator", map[string]any{"name": "stream"}).Want(201).JSON["secret"].(string)
 	st := openRawStream(t, f.ts.URL, tok)
 	st.waitLine(t, ": heartbeat")
-	f.do("PATCH", "/api/v1/users/"+f.userID("operator"), "admin", map[string]any{"disabled": true}).want(200)
+	f.do("PATCH", "/api/v1/users/"+f.userID("operator"), "admin", map[string]any{"disabled": true}).Want(200)
 	if _, ended := st.waitLine(t, "event: unauthorized"); ended {
 		t.Fatal("stream ended without saying why")
 	}
@@ -106,30 +106,30 @@ func TestStreamEndsWhenUserIsDisabled(t *testing.T) {
 
 func TestStreamRejectsBadInput(t *testing.T) {
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
-	f.do("GET", "/api/v1/events", "admin", nil, "Last-Event-ID", "abc").wantError(400, "invalid_last_event_id")
-	f.do("GET", "/api/v1/events?level=loud", "admin", nil).wantError(400, "invalid_level")
-	f.do("GET", "/api/v1/events/history?cursor=!!", "admin", nil).wantError(400, "invalid_cursor")
-	h := f.do("GET", "/api/v1/events/history?page_size=2&level=info", "admin", nil).want(200)
-	p := h.json["pagination"].(map[string]any)
+	f.do("GET", "/api/v1/events", "admin", nil, "Last-Event-ID", "abc").WantError(400, "invalid_last_event_id")
+	f.do("GET", "/api/v1/events?level=loud", "admin", nil).WantError(400, "invalid_level")
+	f.do("GET", "/api/v1/events/history?cursor=!!", "admin", nil).WantError(400, "invalid_cursor")
+	h := f.do("GET", "/api/v1/events/history?page_size=2&level=info", "admin", nil).Want(200)
+	p := h.JSON["pagination"].(map[string]any)
 	if p["pagination_mode"] != "cursor" || p["total"] != -1.0 || p["has_next_page"] != true || p["cursor"] == nil {
-		t.Fatalf("history page = %s", h.body)
+		t.Fatalf("history page = %s", h.Body)
 	}
 	// Time bounds: nothing is older than an hour ago or newer than now+1h.
 	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
-	if items := f.do("GET", "/api/v1/events/history?since="+future, "admin", nil).want(200).json["items"].([]any); len(items) != 0 {
+	if items := f.do("GET", "/api/v1/events/history?since="+future, "admin", nil).Want(200).JSON["items"].([]any); len(items) != 0 {
 		t.Errorf("since=%s returned %d events", future, len(items))
 	}
-	if items := f.do("GET", "/api/v1/events/history?until="+past, "admin", nil).want(200).json["items"].([]any); len(items) != 0 {
+	if items := f.do("GET", "/api/v1/events/history?until="+past, "admin", nil).Want(200).JSON["items"].([]any); len(items) != 0 {
 		t.Errorf("until=%s returned %d events", past, len(items))
 	}
-	if items := f.do("GET", "/api/v1/events/history?since="+past+"&until="+future, "admin", nil).want(200).json["items"].([]any); len(items) < 3 {
+	if items := f.do("GET", "/api/v1/events/history?since="+past+"&until="+future, "admin", nil).Want(200).JSON["items"].([]any); len(items) < 3 {
 		t.Errorf("a window around now returned %d events, want every one so far", len(items))
 	}
-	f.do("GET", "/api/v1/events/history?since=yesterday", "admin", nil).wantError(400, "invalid_request")
-	next := f.do("GET", "/api/v1/events/history?page_size=2&level=info&cursor="+p["cursor"].(string), "admin", nil).want(200)
-	first, second := h.json["items"].([]any), next.json["items"].([]any)
+	f.do("GET", "/api/v1/events/history?since=yesterday", "admin", nil).WantError(400, "invalid_request")
+	next := f.do("GET", "/api/v1/events/history?page_size=2&level=info&cursor="+p["cursor"].(string), "admin", nil).Want(200)
+	first, second := h.JSON["items"].([]any), next.JSON["items"].([]any)
 	if len(second) == 0 || second[0].(map[string]any)["id"].(float64) >= first[1].(map[string]any)["id"].(float64) {
-		t.Fatalf("second page does not continue below the first: %s then %s", h.body, next.body)
+		t.Fatalf("second page does not continue below the first: %s then %s", h.Body, next.Body)
 	}
 }

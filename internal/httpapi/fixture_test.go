@@ -1,13 +1,8 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
-	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -60,7 +55,7 @@ func newFixture(t testing.TB, db *metadb.DB) *fixture {
 	})
 	f.tokens["admin"] = f.login("admin", "admin-password")
 	for _, role := range []string{"operator", "viewer"} {
-		f.do("POST", "/api/v1/users", "admin", map[string]any{"username": role, "password": role + "-password", "role": role}).want(201)
+		f.do("POST", "/api/v1/users", "admin", map[string]any{"username": role, "password": role + "-password", "role": role}).Want(201)
 		f.tokens[role] = f.login(role, role+"-password")
 	}
 	return f
@@ -68,75 +63,19 @@ func newFixture(t testing.TB, db *metadb.DB) *fixture {
 
 func (f *fixture) login(user, pw string) string {
 	f.t.Helper()
-	r := f.do("POST", "/api/v1/auth/login", "", map[string]any{"username": user, "password": pw}).want(200)
-	return r.json["access_token"].(string)
+	r := f.do("POST", "/api/v1/auth/login", "", map[string]any{"username": user, "password": pw}).Want(200)
+	return r.JSON["access_token"].(string)
 }
 
-// response is a decoded reply.
-type response struct {
-	t      testing.TB
-	status int
-	header http.Header
-	body   []byte
-	json   map[string]any
-}
-
-func (r *response) want(status int) *response {
-	r.t.Helper()
-	if r.status != status {
-		r.t.Fatalf("status = %d, want %d; body: %s", r.status, status, r.body)
-	}
-	return r
-}
-
-// wantError checks the error envelope: status, code, and every field present.
-func (r *response) wantError(status int, code string) *response {
-	r.t.Helper()
-	apitest.CheckError(r.t, r.status, r.header, r.body, status, code)
-	return r
-}
-
-// do sends a request as the given role ("" for none); body may be a map, a
-// string (raw) or nil.
-func (f *fixture) do(method, path, as string, body any, headers ...string) *response {
+// do sends a request as the given role, or with a raw token ("" for none);
+// body is nil, a string sent as is, or a value sent as JSON.
+func (f *fixture) do(method, path, as string, body any, headers ...string) *apitest.Reply {
 	f.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		data, _ := json.Marshal(b)
-		rd = bytes.NewReader(data)
+	token, ok := f.tokens[as]
+	if !ok {
+		token = as
 	}
-	req, err := http.NewRequest(method, f.ts.URL+path, rd)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if tok, ok := f.tokens[as]; ok {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	} else if as != "" {
-		req.Header.Set("Authorization", "Bearer "+as) // a raw token
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := f.ts.Client().Do(req)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	r := &response{t: f.t, status: resp.StatusCode, header: resp.Header, body: data}
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		if err := json.Unmarshal(data, &r.json); err != nil {
-			f.t.Fatalf("invalid JSON from %s %s: %v: %s", method, path, err, data)
-		}
-	}
-	return r
+	return apitest.Do(f.t, f.ts.Client(), method, f.ts.URL+path, token, body, headers...)
 }
 
 func (f *fixture) userID(name string) string {

@@ -36,15 +36,15 @@ func FuzzRequestBodies(f *testing.F) {
 		fx.t = t
 		for _, rt := range routes {
 			r := fx.do(rt.method, rt.path, "admin", body)
-			if r.status >= 500 {
-				t.Fatalf("%s %s with %q: status %d: %s", rt.method, rt.path, body, r.status, r.body)
+			if r.Status >= 500 {
+				t.Fatalf("%s %s with %q: status %d: %s", rt.method, rt.path, body, r.Status, r.Body)
 			}
-			if r.status >= 400 {
+			if r.Status >= 400 {
 				var env map[string]any
-				if json.Unmarshal(r.body, &env) != nil || env["code"] == nil {
-					t.Fatalf("%s %s with %q: not an error envelope: %s", rt.method, rt.path, body, r.body)
+				if json.Unmarshal(r.Body, &env) != nil || env["code"] == nil {
+					t.Fatalf("%s %s with %q: not an error envelope: %s", rt.method, rt.path, body, r.Body)
 				}
-				apitest.CheckError(t, r.status, r.header, r.body, r.status, env["code"].(string))
+				apitest.CheckError(t, r.Status, r.Header, r.Body, r.Status, env["code"].(string))
 			}
 		}
 	})

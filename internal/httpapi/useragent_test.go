@@ -15,7 +15,7 @@ func TestLoginWithHostileUserAgent(t *testing.T) {
 		f := newFixture(t, db)
 		creds := map[string]any{"username": "viewer", "password": "viewer-password"}
 		for _, ua := range []string{"agent \xff\xfe/1.0", strings.Repeat("a", 255) + "é-suffix", strings.Repeat("日本", 200)} {
-			f.do("POST", "/api/v1/auth/login", "", creds, "User-Agent", ua).want(200)
+			f.do("POST", "/api/v1/auth/login", "", creds, "User-Agent", ua).Want(200)
 		}
 	})
 }
