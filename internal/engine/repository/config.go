@@ -180,7 +180,7 @@ func OpenConfig(ctx context.Context, b blobstore.Backend, master []byte) (*Confi
 	}
 	plain, err := aead.Open(nil, c.Keys.Wrapped[:ns], c.Keys.Wrapped[ns:], c.binding())
 	if err != nil || len(plain) != 64 {
-		return nil, blob.Keys{}, fmt.Errorf("open repository at %s: the config was modified after it was written, or is damaged: refusing to use it", b.Location())
+		return nil, blob.Keys{}, fmt.Errorf("open repository at %s: the config was modified after it was written, or is damaged: refusing to use it; restore the config object from a copy of the repository, or check who can write to it", b.Location())
 	}
 	if err := c.ChunkerParams().Validate(); err != nil {
 		return nil, blob.Keys{}, fmt.Errorf("open repository at %s: %w", b.Location(), err)
