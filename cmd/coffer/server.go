@@ -123,7 +123,7 @@ func (c *serverCmd) Run(g *globals) error {
 	printWelcome(g, baseURL, c.AdminUser, created, generated)
 
 	var bg errgroup.Group
-	bg.Go(func() error { hub.Run(runCtx); return nil })
+	bg.Go(func() error { return hub.Run(runCtx) })
 	bg.Go(func() error { every(runCtx, 10*time.Minute, authSvc.Maintain); return nil })
 
 	serveErr := make(chan error, 1)
@@ -138,8 +138,7 @@ func (c *serverCmd) Run(g *globals) error {
 	select {
 	case err := <-serveErr:
 		cancelRun()
-		bg.Wait()
-		return fmt.Errorf("serve: %w", err)
+		return errors.Join(fmt.Errorf("serve: %w", err), bg.Wait())
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: finishing in-flight requests", "timeout", c.ShutdownTimeout)
@@ -148,7 +147,9 @@ func (c *serverCmd) Run(g *globals) error {
 	defer cancel()
 	err = srv.Shutdown(shutCtx)
 	cancelRun()
-	bg.Wait()
+	if bgErr := bg.Wait(); bgErr != nil {
+		err = errors.Join(err, bgErr)
+	}
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
