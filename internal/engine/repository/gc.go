@@ -1,0 +1,371 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/engine/blob"
+	"github.com/cofferhq/coffer/internal/engine/blobstore"
+	"github.com/cofferhq/coffer/internal/engine/pack"
+)
+
+// GCOptions configure a garbage collection.
+type GCOptions struct {
+	// DryRun reports what would be reclaimed and changes nothing.
+	DryRun bool
+	// RepackBelow: a pack whose live bytes are less than this fraction of
+	// its size is rewritten with only its live blobs (default 0.5; 0 never
+	// repacks, 1 repacks every pack with any garbage).
+	RepackBelow float64
+	// OrphanGrace: a pack object in storage that the index does not know is
+	// deleted once it is older than this (default 24 h). A writer indexes a
+	// pack right after storing it; the grace covers writers in between.
+	OrphanGrace time.Duration
+	// Owner identifies this collector in the GC lease (default "gc").
+	Owner string
+	// Lease is how long the GC lease lasts (default 6 h); another collector
+	// may start once it runs out.
+	Lease time.Duration
+	// Now returns the current time (default time.Now).
+	Now func() time.Time
+}
+
+func (o *GCOptions) defaults() {
+	if o.RepackBelow == 0 {
+		o.RepackBelow = 0.5
+	}
+	if o.RepackBelow < 0 {
+		o.RepackBelow = 0
+	}
+	if o.OrphanGrace <= 0 {
+		o.OrphanGrace = 24 * time.Hour
+	}
+	if o.Owner == "" {
+		o.Owner = "gc"
+	}
+	if o.Lease <= 0 {
+		o.Lease = 6 * time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// GCReport says what a garbage collection found and did. In a dry run the
+// counts of deleted and repacked things are what would have happened.
+type GCReport struct {
+	DryRun    bool `json:"dry_run"`
+	Snapshots int  `json:"snapshots"`
+
+	LiveBlobs    int `json:"live_blobs"`    // reachable from a snapshot
+	DeadBlobs    int `json:"dead_blobs"`    // unreachable
+	KeptTouched  int `json:"kept_touched"`  // unreachable but touched by a running backup: kept
+	DeletedBlobs int `json:"deleted_blobs"` // index rows removed
+
+	DeletedPacks  int   `json:"deleted_packs"` // packs with no live blob, removed
+	RepackedPacks int   `json:"repacked_packs"`
+	MovedBlobs    int   `json:"moved_blobs"`   // live blobs copied out of repacked packs
+	WrittenBytes  int64 `json:"written_bytes"` // bytes of the new packs
+	OrphanPacks   int   `json:"orphan_packs"`  // unindexed pack objects removed
+
+	// ReclaimedBytes is storage freed (net of the new packs).
+	ReclaimedBytes int64         `json:"reclaimed_bytes"`
+	Duration       time.Duration `json:"duration_ns"`
+}
+
+// GC removes what no committed snapshot needs. It marks every blob
+// reachable from the committed snapshots, then sweeps the others that no
+// running backup has touched since the collection began (see Index), deletes
+// packs left without live blobs, repacks mostly-dead packs, and removes pack
+// objects the index never learnt of. Backups may run and commit throughout:
+// no committed snapshot ever loses a blob. Only one GC runs at a time per
+// repository (ErrGCRunning).
+//
+// If marking fails — a snapshot reaches a blob that is missing or damaged —
+// GC stops before deleting anything: run Verify.
+func (r *Repository) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
+	o.defaults()
+	start := o.Now()
+	rep := &GCReport{DryRun: o.DryRun}
+	bound, err := r.index.BeginGC(ctx, o.Owner, o.Lease)
+	if err != nil {
+		return nil, fmt.Errorf("gc %s: %w", r.Location(), err)
+	}
+	defer r.index.EndGC(context.WithoutCancel(ctx), o.Owner)
+
+	live, err := r.mark(ctx, rep)
+	if err != nil {
+		return rep, fmt.Errorf("gc %s: mark: %w (nothing was deleted)", r.Location(), err)
+	}
+	sw := &sweep{repo: r, opts: o, rep: rep, bound: bound, live: live}
+	if err := sw.run(ctx); err != nil {
+		return rep, fmt.Errorf("gc %s: %w", r.Location(), err)
+	}
+	rep.Duration = o.Now().Sub(start)
+	return rep, nil
+}
+
+// mark returns every blob reachable from a committed snapshot.
+func (r *Repository) mark(ctx context.Context, rep *GCReport) (map[blob.ID]struct{}, error) {
+	snaps, err := r.index.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep.Snapshots = len(snaps)
+	roots := make([]blob.ID, len(snaps))
+	for i, s := range snaps {
+		roots[i] = s.Tree
+	}
+	live := map[blob.ID]struct{}{}
+	err = r.Reach(ctx, roots, live, func(blob.Type, blob.ID) error { return nil })
+	return live, err
+}
+
+type sweep struct {
+	repo  *Repository
+	opts  GCOptions
+	rep   *GCReport
+	bound int64
+	live  map[blob.ID]struct{}
+
+	packs map[pack.ID]*packUse
+}
+
+// packUse is what the sweep knows of one indexed pack.
+type packUse struct {
+	info      PackInfo
+	keptBytes int64 // stored bytes of the rows that stay
+	dead      int   // rows to delete
+}
+
+func (s *sweep) run(ctx context.Context) error {
+	idx := s.repo.index
+	s.packs = map[pack.ID]*packUse{}
+	err := idx.Packs(ctx, func(p PackInfo) error {
+		s.packs[p.ID] = &packUse{info: p}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	var doomed []blob.ID
+	err = idx.Blobs(ctx, func(b IndexedBlob) error {
+		u := s.packs[b.Pack]
+		if u == nil { // indexed after we listed the packs: not ours to judge
+			return nil
+		}
+		if _, ok := s.live[b.ID]; ok {
+			s.rep.LiveBlobs++
+			u.keptBytes += int64(b.Length)
+			return nil
+		}
+		s.rep.DeadBlobs++
+		if b.Touched >= s.bound {
+			s.rep.KeptTouched++
+			u.keptBytes += int64(b.Length)
+			return nil
+		}
+		u.dead++
+		doomed = append(doomed, b.ID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	if s.opts.DryRun {
+		s.rep.DeletedBlobs = len(doomed)
+		s.plan()
+		return s.orphans(ctx)
+	}
+	n, err := idx.DeleteBlobs(ctx, doomed, s.bound)
+	s.rep.DeletedBlobs = n
+	if err != nil {
+		return fmt.Errorf("delete index rows: %w", err)
+	}
+	if err := s.packsAfterDelete(ctx); err != nil {
+		return err
+	}
+	return s.orphans(ctx)
+}
+
+// plan fills a dry run's report from the first listing.
+func (s *sweep) plan() {
+	for _, u := range s.packs {
+		switch {
+		case u.keptBytes == 0:
+			s.rep.DeletedPacks++
+			s.rep.ReclaimedBytes += u.info.Size
+		case u.dead > 0 && s.shouldRepack(u.info, u.keptBytes):
+			s.rep.RepackedPacks++
+			s.rep.ReclaimedBytes += u.info.Size - u.keptBytes
+		}
+	}
+}
+
+func (s *sweep) shouldRepack(p PackInfo, kept int64) bool {
+	return p.Size > 0 && float64(kept) < s.opts.RepackBelow*float64(p.Size)
+}
+
+// packsAfterDelete looks again at every pack that had garbage (rows that
+// survived the conditional delete stay) and removes or repacks it.
+func (s *sweep) packsAfterDelete(ctx context.Context) error {
+	var repack []PackInfo
+	for id, u := range s.packs {
+		if u.dead == 0 && u.keptBytes > 0 {
+			continue
+		}
+		rows, err := s.repo.index.PackBlobs(ctx, id)
+		if err != nil {
+			return fmt.Errorf("list blobs of pack %s: %w", id, err)
+		}
+		if len(rows) == 0 {
+			if err := s.deletePack(ctx, u.info); err != nil {
+				return err
+			}
+			continue
+		}
+		var kept int64
+		for _, b := range rows {
+			kept += int64(b.Length)
+		}
+		if s.shouldRepack(u.info, kept) {
+			repack = append(repack, u.info)
+		}
+	}
+	return s.repack(ctx, repack)
+}
+
+// deletePack removes a pack's row (if still empty) and then its object.
+func (s *sweep) deletePack(ctx context.Context, p PackInfo) error {
+	ok, err := s.repo.index.DeletePack(ctx, p.ID)
+	if err != nil {
+		return fmt.Errorf("delete pack %s from the index: %w", p.ID, err)
+	}
+	if !ok {
+		return nil // a blob row appeared meanwhile; the pack stays
+	}
+	if err := s.repo.backend.Delete(ctx, p.ID.Name()); err != nil {
+		// The row is gone, so the object is now an orphan the next GC
+		// removes.
+		return fmt.Errorf("delete pack %s: %w", p.ID.Name(), err)
+	}
+	s.rep.DeletedPacks++
+	s.rep.ReclaimedBytes += p.Size
+	return nil
+}
+
+// repack copies the live blobs of packs into new packs, points their rows
+// at the new packs, and deletes the old ones. Every copied blob is read and
+// authenticated first: damage is never copied into a new pack.
+func (s *sweep) repack(ctx context.Context, packs []PackInfo) error {
+	if len(packs) == 0 {
+		return nil
+	}
+	origin := map[blob.ID]pack.ID{}
+	var mu sync.Mutex
+	var moveErr error
+	w, err := s.repo.NewWriter(ctx, WriterOptions{OnPack: func(to PackInfo, entries []pack.Entry) {
+		byOrigin := map[pack.ID][]pack.Entry{}
+		mu.Lock()
+		for _, e := range entries {
+			byOrigin[origin[e.ID]] = append(byOrigin[origin[e.ID]], e)
+		}
+		mu.Unlock()
+		for from, es := range byOrigin {
+			if err := s.repo.index.MoveBlobs(ctx, from, to, es); err != nil {
+				mu.Lock()
+				moveErr = errors.Join(moveErr, fmt.Errorf("point blobs of pack %s at pack %s: %w", from, to.ID, err))
+				mu.Unlock()
+			}
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	var buf []byte
+	for _, p := range packs {
+		rows, err := s.repo.index.PackBlobs(ctx, p.ID)
+		if err != nil {
+			return fmt.Errorf("list blobs of pack %s: %w", p.ID, err)
+		}
+		for _, b := range rows {
+			buf, err = s.repo.readAt(ctx, b.Type, b.ID, b.Location, buf[:0])
+			if err != nil {
+				return fmt.Errorf("repack: %w (run verify; the pack is left as it is)", err)
+			}
+			mu.Lock()
+			origin[b.ID] = p.ID
+			mu.Unlock()
+			if _, err := w.Save(ctx, b.Type, b.ID, buf, blob.Default); err != nil {
+				return fmt.Errorf("repack pack %s: %w", p.ID, err)
+			}
+			s.rep.MovedBlobs++
+		}
+	}
+	if err := w.Flush(ctx); err != nil {
+		return fmt.Errorf("repack: %w", err)
+	}
+	mu.Lock()
+	err = moveErr
+	mu.Unlock()
+	if err != nil {
+		return err
+	}
+	st := w.Stats()
+	s.rep.WrittenBytes += st.PackBytes
+	s.rep.ReclaimedBytes -= st.PackBytes
+	for _, p := range packs {
+		before := s.rep.DeletedPacks
+		if err := s.deletePack(ctx, p); err != nil {
+			return err
+		}
+		if s.rep.DeletedPacks > before {
+			s.rep.DeletedPacks--
+			s.rep.RepackedPacks++
+		}
+	}
+	return nil
+}
+
+// orphans deletes pack objects the index does not know once they are older
+// than the grace period: leftovers of writers that stopped between storing
+// a pack and indexing it, or of a GC that stopped between removing a pack's
+// row and its object.
+func (s *sweep) orphans(ctx context.Context) error {
+	known := map[pack.ID]bool{}
+	err := s.repo.index.Packs(ctx, func(p PackInfo) error {
+		known[p.ID] = true
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	cutoff := s.opts.Now().Add(-s.opts.OrphanGrace)
+	var old []blobstore.ObjectInfo
+	err = s.repo.backend.List(ctx, "packs/", func(o blobstore.ObjectInfo) error {
+		id, err := pack.ParseName(o.Name)
+		if err != nil || known[id] || !o.ModTime.Before(cutoff) {
+			return nil
+		}
+		old = append(old, o)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list pack objects: %w", err)
+	}
+	for _, o := range old {
+		s.rep.OrphanPacks++
+		s.rep.ReclaimedBytes += o.Size
+		if s.opts.DryRun {
+			continue
+		}
+		if err := s.repo.backend.Delete(ctx, o.Name); err != nil {
+			return fmt.Errorf("delete orphan pack %s: %w", o.Name, err)
+		}
+	}
+	return nil
+}

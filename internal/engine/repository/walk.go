@@ -1,0 +1,121 @@
+package repository
+
+import (
+	"context"
+	"fmt"
+	"path"
+
+	"github.com/cofferhq/coffer/internal/engine/blob"
+	"github.com/cofferhq/coffer/internal/engine/tree"
+)
+
+// LoadTree loads one tree blob as stored: a directory's nodes, or the list
+// of its parts.
+func (r *Repository) LoadTree(ctx context.Context, id blob.ID) (*tree.Tree, error) {
+	buf, err := r.LoadBlob(ctx, blob.Tree, id, nil)
+	if err != nil {
+		return nil, err
+	}
+	t, err := tree.Decode(buf)
+	if err != nil {
+		return nil, fmt.Errorf("tree %s in %s: %w", id, r.Location(), err)
+	}
+	return t, nil
+}
+
+// LoadDir loads a directory's nodes, joining its parts when it was split.
+func (r *Repository) LoadDir(ctx context.Context, id blob.ID) ([]tree.Node, error) {
+	t, err := r.LoadTree(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(t.Parts) == 0 {
+		return t.Nodes, nil
+	}
+	parts := make([]*tree.Tree, len(t.Parts))
+	for i, part := range t.Parts {
+		if parts[i], err = r.LoadTree(ctx, part); err != nil {
+			return nil, err
+		}
+	}
+	whole, err := tree.Join(parts)
+	if err != nil {
+		return nil, fmt.Errorf("tree %s in %s: %w", id, r.Location(), err)
+	}
+	return whole.Nodes, nil
+}
+
+// Walk calls fn for every node below the directory tree root, depth first
+// and in name order, with its slash-separated path relative to root. fn
+// returning SkipDir for a directory skips its contents.
+func (r *Repository) Walk(ctx context.Context, root blob.ID, fn func(p string, n *tree.Node) error) error {
+	return r.walk(ctx, root, "", fn)
+}
+
+// SkipDir tells Walk not to descend into a directory.
+var SkipDir = fmt.Errorf("skip this directory")
+
+func (r *Repository) walk(ctx context.Context, id blob.ID, dir string, fn func(string, *tree.Node) error) error {
+	nodes, err := r.LoadDir(ctx, id)
+	if err != nil {
+		return err
+	}
+	for i := range nodes {
+		n := &nodes[i]
+		p := path.Join(dir, n.Name)
+		err := fn(p, n)
+		if err == SkipDir {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n.Type == tree.Dir {
+			if err := r.walk(ctx, n.Subtree, p, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Reach calls fn once for every blob reachable from the tree blobs roots —
+// the roots themselves, every part and subtree, every file's content —
+// skipping ids already in seen and adding each one it reports. Sharing seen
+// across calls walks a subtree that several snapshots share only once.
+// Tree blobs are loaded (and so authenticated); data blobs are not read.
+func (r *Repository) Reach(ctx context.Context, roots []blob.ID, seen map[blob.ID]struct{}, fn func(blob.Type, blob.ID) error) error {
+	stack := make([]blob.ID, 0, len(roots))
+	visit := func(t blob.Type, id blob.ID) error {
+		if _, ok := seen[id]; ok {
+			return nil
+		}
+		seen[id] = struct{}{}
+		if t == blob.Tree {
+			stack = append(stack, id)
+		}
+		return fn(t, id)
+	}
+	for _, id := range roots {
+		if err := visit(blob.Tree, id); err != nil {
+			return err
+		}
+	}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		id := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		t, err := r.LoadTree(ctx, id)
+		if err != nil {
+			return err
+		}
+		for typ, ref := range t.Refs() {
+			if err := visit(typ, ref); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
