@@ -65,16 +65,28 @@ type Codec struct {
 	aead     cipher.AEAD
 	encoders [Best + 1]func() (*zstd.Encoder, error)
 	decoder  *zstd.Decoder
-	// hashers reuses keyed BLAKE3 states: making one costs ~10 KiB, once
-	// per chunk on the backup path.
-	hashers sync.Pool
+	// hashers and treeHashers reuse keyed BLAKE3 states: making one costs
+	// ~10 KiB, once per chunk on the backup path.
+	hashers, treeHashers sync.Pool
 }
+
+// treeKeyContext derives the key of tree blob ids from the id key, so that
+// a tree and a file chunk with the same bytes get different ids: otherwise
+// a client could store a 3-byte file equal to an empty directory's encoding
+// and make every later backup's empty directories "already stored" as data.
+const treeKeyContext = "coffer 2026-11-29 tree blob id v1"
 
 // NewCodec returns a codec for the given keys.
 func NewCodec(k Keys) (*Codec, error) {
 	c := &Codec{keys: k}
 	c.hashers.New = func() any {
 		h, _ := blake3.NewKeyed(k.IDKey[:]) // the key is always 32 bytes
+		return h
+	}
+	var treeKey [32]byte
+	blake3.DeriveKey(treeKeyContext, k.IDKey[:], treeKey[:])
+	c.treeHashers.New = func() any {
+		h, _ := blake3.NewKeyed(treeKey[:])
 		return h
 	}
 	if k.Encrypted {
@@ -116,20 +128,36 @@ func (c *Codec) Overhead() int {
 	return 0
 }
 
-// ID returns the id of plaintext: its BLAKE3-256 hash keyed with IDKey.
-func (c *Codec) ID(plaintext []byte) ID {
-	h := c.hashers.Get().(*blake3.Hasher)
+// ID returns the id of a data blob: the BLAKE3-256 hash of its plaintext
+// keyed with IDKey.
+func (c *Codec) ID(plaintext []byte) ID { return sum(&c.hashers, plaintext) }
+
+// TreeID returns the id of a tree blob: the BLAKE3-256 hash of its
+// plaintext keyed with a key derived from IDKey, so that no tree shares an
+// id with a data blob.
+func (c *Codec) TreeID(plaintext []byte) ID { return sum(&c.treeHashers, plaintext) }
+
+// IDOf returns the id of a blob of type t (ID or TreeID).
+func (c *Codec) IDOf(t Type, plaintext []byte) ID {
+	if t == Tree {
+		return c.TreeID(plaintext)
+	}
+	return c.ID(plaintext)
+}
+
+func sum(pool *sync.Pool, plaintext []byte) ID {
+	h := pool.Get().(*blake3.Hasher)
 	h.Reset()
 	h.Write(plaintext)
 	var id ID
 	h.Sum(id[:0])
-	c.hashers.Put(h)
+	pool.Put(h)
 	return id
 }
 
 // Encode appends the stored form of a blob to dst and returns it. id must
-// be c.ID(plaintext) (the caller usually has it already, to ask whether the
-// blob is stored at all).
+// be c.IDOf(t, plaintext) (the caller usually has it already, to ask
+// whether the blob is stored at all).
 func (c *Codec) Encode(dst []byte, t Type, id ID, plaintext []byte, level Compression) ([]byte, error) {
 	if len(plaintext) > MaxSize {
 		return nil, fmt.Errorf("encode blob %s: %d bytes exceeds the %d-byte maximum", id.Short(), len(plaintext), MaxSize)
@@ -198,7 +226,7 @@ func (c *Codec) Decode(dst []byte, t Type, id ID, stored []byte, rawLen int) ([]
 	if len(plain) != rawLen {
 		return nil, corrupt(id, "it decompresses to %d bytes, not its recorded %d", len(plain), rawLen)
 	}
-	if c.ID(plain) != id {
+	if c.IDOf(t, plain) != id {
 		return nil, corrupt(id, "its content does not match its id")
 	}
 	return dst, nil

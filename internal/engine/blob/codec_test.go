@@ -152,9 +152,10 @@ func TestCorruptionIsDetected(t *testing.T) {
 		other := c.ID([]byte("another blob"))
 		_, err = c.Decode(nil, Data, other, stored, len(plain))
 		wantCorrupt(t, "substituted id", err)
+		// Unencrypted too: a tree's id is keyed differently.
+		_, err = c.Decode(nil, Tree, id, stored, len(plain))
+		wantCorrupt(t, "data passed off as a tree", err)
 		if encrypted {
-			_, err = c.Decode(nil, Tree, id, stored, len(plain))
-			wantCorrupt(t, "data passed off as a tree", err)
 			wrong, _ := NewCodec(testKeys(true, 99))
 			wrong.keys.IDKey = c.keys.IDKey
 			_, err = wrong.Decode(nil, Data, id, stored, len(plain))
@@ -295,4 +296,25 @@ func TestIDConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestTreeIDsDiffer: the same bytes stored as a file chunk and as a tree get
+// different ids, so one can never be taken for the other (an empty
+// directory encodes to 3 bytes any client could back up as a file).
+func TestTreeIDsDiffer(t *testing.T) {
+	c, err := NewCodec(testKeys(false, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := []byte{1, 1, 0}
+	if c.ID(plain) == c.TreeID(plain) {
+		t.Fatal("a data blob and a tree with the same bytes share an id")
+	}
+	if c.IDOf(Data, plain) != c.ID(plain) || c.IDOf(Tree, plain) != c.TreeID(plain) {
+		t.Fatal("IDOf does not pick the id by type")
+	}
+	other, _ := NewCodec(testKeys(false, 2))
+	if other.TreeID(plain) == c.TreeID(plain) {
+		t.Fatal("tree ids do not depend on the repository's id key")
+	}
 }

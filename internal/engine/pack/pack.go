@@ -3,17 +3,22 @@
 // rebuilt from its packs alone.
 //
 //	pack    = blob* trailer footer
-//	trailer = Seal("pack trailer v1", count:u32 ‖ entry*)
+//	trailer = Seal("pack trailer v1", count:u32 ‖ entry* ‖ salt:[16])
 //	entry   = type:u8 ‖ id:[32] ‖ offset:u32 ‖ length:u32 ‖ raw_length:u32   (45 bytes, little-endian)
 //	footer  = trailer_length:u32 ‖ version:u8 ‖ "CFRP"
 //
 // Entries are in offset order and tile the blob region exactly. A pack's id
 // is the BLAKE3-256 of all its bytes and its name is packs/<2 hex>/<id>, so
 // any damage to a pack — even a bit a blob decoder would not notice — shows
-// when the pack is re-hashed. See docs/repository-format.md.
+// when the pack is re-hashed. The random salt makes every pack unique even
+// when two writers pack the same blobs in the same order (unencrypted blobs
+// are deterministic): a pack name that exists is always the writer's own
+// earlier attempt, never someone else's pack that GC may be deleting. See
+// docs/repository-format.md.
 package pack
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -34,6 +39,8 @@ const (
 	MaxSize = 1 << 31
 	// MaxEntries bounds the entries a trailer may claim.
 	MaxEntries = MaxSize / EntrySize
+	// SaltSize is the length of the random salt that ends a trailer.
+	SaltSize = 16
 )
 
 const trailerKind = "pack trailer v1"
@@ -100,7 +107,7 @@ func (w *Writer) Add(t blob.Type, id blob.ID, stored []byte, rawLen int) (bool, 
 	if !t.Valid() || rawLen < 0 || rawLen > blob.MaxSize {
 		return false, fmt.Errorf("add blob %s to pack: invalid type %v or size %d", id.Short(), t, rawLen)
 	}
-	if len(w.data)+len(stored) > MaxSize-FooterSize-(len(w.entries)+1)*EntrySize-w.codec.SealOverhead()-4 {
+	if len(w.data)+len(stored) > MaxSize-FooterSize-(len(w.entries)+1)*EntrySize-w.codec.SealOverhead()-4-SaltSize {
 		return false, fmt.Errorf("add blob %s to pack: the pack would exceed %d bytes", id.Short(), MaxSize)
 	}
 	w.entries = append(w.entries, Entry{Type: t, ID: id, Offset: uint32(len(w.data)),
@@ -126,11 +133,14 @@ type Pack struct {
 // Finish seals the trailer and returns the pack. The writer must not be
 // used afterwards.
 func (w *Writer) Finish() *Pack {
-	plain := make([]byte, 4, 4+len(w.entries)*EntrySize)
+	plain := make([]byte, 4, 4+len(w.entries)*EntrySize+SaltSize)
 	binary.LittleEndian.PutUint32(plain, uint32(len(w.entries)))
 	for _, e := range w.entries {
 		plain = appendEntry(plain, e)
 	}
+	salt := make([]byte, SaltSize)
+	rand.Read(salt)
+	plain = append(plain, salt...)
 	start := len(w.data)
 	data := w.codec.Seal(w.data, trailerKind, plain)
 	data = binary.LittleEndian.AppendUint32(data, uint32(len(data)-start))
@@ -181,11 +191,11 @@ func ParseTrailer(codec *blob.Codec, sealed []byte, packSize int64) ([]Entry, er
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	if len(plain) < 4 {
-		return nil, corrupt("trailer of %d bytes has no entry count", len(plain))
+	if len(plain) < 4+SaltSize {
+		return nil, corrupt("trailer of %d bytes has no entry count and salt", len(plain))
 	}
 	count := int(binary.LittleEndian.Uint32(plain))
-	if count > MaxEntries || len(plain) != 4+count*EntrySize {
+	if count > MaxEntries || len(plain) != 4+count*EntrySize+SaltSize {
 		return nil, corrupt("trailer claims %d entries in %d bytes", count, len(plain))
 	}
 	region := packSize - FooterSize - int64(len(sealed))

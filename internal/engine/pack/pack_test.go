@@ -60,7 +60,7 @@ func build(t testing.TB, c *blob.Codec, plains [][]byte) *Pack {
 		if i%3 == 2 {
 			typ = blob.Tree
 		}
-		id := c.ID(p)
+		id := c.IDOf(typ, p)
 		stored, err := c.Encode(nil, typ, id, p, blob.Fastest)
 		if err != nil {
 			t.Fatal(err)
@@ -239,5 +239,16 @@ func BenchmarkWrite(b *testing.B) {
 			w.Add(blob.Data, bid, stored, len(chunk))
 		}
 		w.Finish()
+	}
+}
+
+// TestPacksAreUnique: the same blobs in the same order make different packs,
+// even unencrypted, so a pack name never collides with another writer's.
+func TestPacksAreUnique(t *testing.T) {
+	c := codec(t, false)
+	plains := plaintexts(3)
+	a, b := build(t, c, plains), build(t, c, plains)
+	if a.ID == b.ID {
+		t.Fatalf("two packs of the same blobs share the id %s", a.ID)
 	}
 }
