@@ -33,8 +33,8 @@ import (
 // GC advances the epoch to E (BeginGC), then lists committed snapshots and
 // marks what they reach. It may delete only rows touched before its bound
 // min(E, start epoch of every live session) (DeleteBlobs checks that
-// condition row by row, atomically). So a blob that a running backup was
-// told is present, or wrote, survives; and CommitSnapshot touches every blob
+// condition row by row, atomically). So a blob that a backup with a live
+// session was told is present, or wrote, survives; and CommitSnapshot touches every blob
 // the new snapshot references at the current epoch and fails, naming them,
 // if any is gone. BeginGC must wait for commits and session starts that read
 // the old epoch to finish (they take a shared lock that BeginGC takes
@@ -50,8 +50,9 @@ type Index interface {
 	// are not indexed are absent from the map.
 	Lookup(ctx context.Context, ids []blob.ID) (map[blob.ID]Location, error)
 
-	// Missing returns, in input order, the ids that are not indexed, and
-	// touches the others at the current epoch.
+	// Missing returns, in input order, the ids that are not indexed (an id
+	// given twice is returned twice), and touches the others at the current
+	// epoch.
 	Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error)
 
 	// AddPack records a stored pack and its blobs in one transaction,
@@ -59,10 +60,13 @@ type Index interface {
 	// location and are touched. Adding a pack twice is not an error.
 	AddPack(ctx context.Context, p PackInfo, entries []pack.Entry) error
 
-	// Packs calls fn for every indexed pack.
+	// Packs calls fn for every indexed pack, in no particular order. A row
+	// present throughout the listing is seen exactly once; rows added or
+	// removed meanwhile may or may not be. An error from fn stops the
+	// listing and is returned.
 	Packs(ctx context.Context, fn func(PackInfo) error) error
 
-	// Blobs calls fn for every indexed blob.
+	// Blobs calls fn for every indexed blob, like Packs.
 	Blobs(ctx context.Context, fn func(IndexedBlob) error) error
 
 	// PackBlobs returns the blobs indexed in pack id, in offset order.
@@ -78,8 +82,9 @@ type Index interface {
 
 	// CommitSnapshot touches every id in refs at the current epoch and, if
 	// all are indexed, records the snapshot, in one transaction. Otherwise
-	// it records nothing and returns the ids that are not indexed (err nil).
-	// Committing a snapshot id that exists is not an error.
+	// it records nothing (not even the touches) and returns the ids that are
+	// not indexed, each once, in the order of refs (err nil). Committing a
+	// snapshot id that exists is not an error and keeps the first record.
 	CommitSnapshot(ctx context.Context, snap SnapshotInfo, refs []blob.ID) (missing []blob.ID, err error)
 	// AddSnapshot records a snapshot without checking references (Rebuild).
 	AddSnapshot(ctx context.Context, snap SnapshotInfo) error
