@@ -17,12 +17,16 @@ type GCOptions struct {
 	// DryRun reports what would be reclaimed and changes nothing.
 	DryRun bool
 	// RepackBelow: a pack whose live bytes are less than this fraction of
-	// its size is rewritten with only its live blobs (default 0.5; 0 never
-	// repacks, 1 repacks every pack with any garbage).
+	// its size is rewritten with only its live blobs (0 means the default,
+	// 0.5; a negative value never repacks; 1 repacks every pack with any
+	// garbage).
 	RepackBelow float64
 	// OrphanGrace: a pack object in storage that the index does not know is
-	// deleted once it is older than this (default 24 h). A writer indexes a
-	// pack right after storing it; the grace covers writers in between.
+	// deleted once it is older than this (default 24 h, at least
+	// 2×MaxIndexDelay). A writer indexes a pack within MaxIndexDelay of
+	// storing it or not at all, so the grace covers writers in between.
+	// Snapshot manifests missing from the index and older than this stop GC
+	// altogether: the index is not the whole truth (see GC).
 	OrphanGrace time.Duration
 	// Owner identifies this collector in the GC lease (default "gc").
 	Owner string
@@ -37,12 +41,10 @@ func (o *GCOptions) defaults() {
 	if o.RepackBelow == 0 {
 		o.RepackBelow = 0.5
 	}
-	if o.RepackBelow < 0 {
-		o.RepackBelow = 0
-	}
 	if o.OrphanGrace <= 0 {
 		o.OrphanGrace = 24 * time.Hour
 	}
+	o.OrphanGrace = max(o.OrphanGrace, 2*MaxIndexDelay)
 	if o.Owner == "" {
 		o.Owner = "gc"
 	}
@@ -85,7 +87,11 @@ type GCReport struct {
 // repository (ErrGCRunning).
 //
 // If marking fails — a snapshot reaches a blob that is missing or damaged —
-// GC stops before deleting anything: run Verify.
+// GC stops before deleting anything: run Verify. It also refuses to run when
+// storage holds snapshot manifests older than OrphanGrace that the index
+// does not know (ErrIndexIncomplete): the database is older than the
+// repository, or was lost, and sweeping by it would destroy the snapshots it
+// lacks. Rebuild the index first.
 func (r *Repository) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
 	o.defaults()
 	start := o.Now()
@@ -96,6 +102,9 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
 	}
 	defer r.index.EndGC(context.WithoutCancel(ctx), o.Owner)
 
+	if err := r.checkManifestsIndexed(ctx, o); err != nil {
+		return rep, fmt.Errorf("gc %s: %w", r.Location(), err)
+	}
 	live, err := r.mark(ctx, rep)
 	if err != nil {
 		return rep, fmt.Errorf("gc %s: mark: %w (nothing was deleted)", r.Location(), err)
@@ -106,6 +115,43 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
 	}
 	rep.Duration = o.Now().Sub(start)
 	return rep, nil
+}
+
+// ErrIndexIncomplete marks a GC refused because the index lacks snapshots
+// that storage holds.
+var ErrIndexIncomplete = errors.New("the index lacks snapshots the repository holds")
+
+// checkManifestsIndexed refuses GC when an old manifest is not indexed. A
+// young one may be a commit in progress (its blobs are protected by its
+// writer's session); an old one means the index is stale or was lost — or
+// is the leftover of a commit interrupted between writing its manifest and
+// recording it, which rebuild-index reports as incomplete.
+func (r *Repository) checkManifestsIndexed(ctx context.Context, o GCOptions) error {
+	snaps, err := r.index.Snapshots(ctx)
+	if err != nil {
+		return err
+	}
+	known := make(map[string]bool, len(snaps))
+	for _, s := range snaps {
+		known[s.ID] = true
+	}
+	cutoff := o.Now().Add(-o.OrphanGrace)
+	var unknown []string
+	err = r.backend.List(ctx, SnapshotPrefix, func(oi blobstore.ObjectInfo) error {
+		id := oi.Name[len(SnapshotPrefix):]
+		if !known[id] && oi.ModTime.Before(cutoff) {
+			unknown = append(unknown, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list snapshot manifests: %w", err)
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("%w: %d snapshot manifests in storage are not in the index (first: %s); the database is older than the repository or was lost: run `coffer server rebuild-index` before collecting garbage (a manifest it reports as incomplete is the leftover of an interrupted commit and may be deleted)",
+			ErrIndexIncomplete, len(unknown), unknown[0])
+	}
+	return nil
 }
 
 // mark returns every blob reachable from a committed snapshot.
@@ -138,8 +184,14 @@ type sweep struct {
 type packUse struct {
 	info      PackInfo
 	keptBytes int64 // stored bytes of the rows that stay
+	kept      int   // rows that stay
 	dead      int   // rows to delete
 }
+
+// garbage reports whether the pack holds anything no row keeps: rows to
+// delete, or copies of blobs indexed in another pack (a writer that lost a
+// race to store them).
+func (u *packUse) garbage() bool { return u.dead > 0 || u.kept < u.info.Blobs }
 
 func (s *sweep) run(ctx context.Context) error {
 	idx := s.repo.index
@@ -160,12 +212,14 @@ func (s *sweep) run(ctx context.Context) error {
 		if _, ok := s.live[b.ID]; ok {
 			s.rep.LiveBlobs++
 			u.keptBytes += int64(b.Length)
+			u.kept++
 			return nil
 		}
 		s.rep.DeadBlobs++
 		if b.Touched >= s.bound {
 			s.rep.KeptTouched++
 			u.keptBytes += int64(b.Length)
+			u.kept++
 			return nil
 		}
 		u.dead++
@@ -198,15 +252,16 @@ func (s *sweep) plan() {
 		case u.keptBytes == 0:
 			s.rep.DeletedPacks++
 			s.rep.ReclaimedBytes += u.info.Size
-		case u.dead > 0 && s.shouldRepack(u.info, u.keptBytes):
+		case u.garbage() && s.shouldRepack(u.info, u.keptBytes):
 			s.rep.RepackedPacks++
+			s.rep.MovedBlobs += u.kept
 			s.rep.ReclaimedBytes += u.info.Size - u.keptBytes
 		}
 	}
 }
 
 func (s *sweep) shouldRepack(p PackInfo, kept int64) bool {
-	return p.Size > 0 && float64(kept) < s.opts.RepackBelow*float64(p.Size)
+	return p.Size > 0 && s.opts.RepackBelow > 0 && float64(kept) < s.opts.RepackBelow*float64(p.Size)
 }
 
 // packsAfterDelete looks again at every pack that had garbage (rows that
@@ -214,7 +269,7 @@ func (s *sweep) shouldRepack(p PackInfo, kept int64) bool {
 func (s *sweep) packsAfterDelete(ctx context.Context) error {
 	var repack []PackInfo
 	for id, u := range s.packs {
-		if u.dead == 0 && u.keptBytes > 0 {
+		if !u.garbage() {
 			continue
 		}
 		rows, err := s.repo.index.PackBlobs(ctx, id)

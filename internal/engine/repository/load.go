@@ -61,6 +61,9 @@ func (r *Repository) readAt(ctx context.Context, t blob.Type, id blob.ID, loc Lo
 	}
 	name := loc.Pack.Name()
 	stored, err := blobstore.ReadRange(ctx, r.backend, name, int64(loc.Offset), int64(loc.Length))
+	if errors.Is(err, blobstore.ErrRange) {
+		return nil, fmt.Errorf("load %s blob %s: pack %s is truncated: %w: %w", t, id, name, err, blob.ErrCorrupt)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load %s blob %s from pack %s: %w", t, id, name, err)
 	}

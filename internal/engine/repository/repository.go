@@ -77,5 +77,8 @@ func (r *Repository) Index() Index { return r.index }
 // Location describes where the repository lives, for messages.
 func (r *Repository) Location() string { return r.backend.Location() }
 
-// BlobID returns the id of plaintext in this repository.
+// BlobID returns the id of a data blob's plaintext in this repository.
 func (r *Repository) BlobID(plaintext []byte) blob.ID { return r.codec.ID(plaintext) }
+
+// TreeID returns the id of a tree blob's plaintext (an encoded tree).
+func (r *Repository) TreeID(plaintext []byte) blob.ID { return r.codec.TreeID(plaintext) }

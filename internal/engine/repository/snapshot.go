@@ -50,11 +50,13 @@ func (w *Writer) Commit(ctx context.Context, snap *tree.Snapshot) (string, error
 		return "", err
 	}
 	r := w.repo
+	// A tree that is not indexed (a reused subtree GC took) is listed, not
+	// descended into: the index then names it as missing.
 	var refs []blob.ID
-	err := r.Reach(ctx, []blob.ID{snap.Tree}, map[blob.ID]struct{}{}, func(_ blob.Type, id blob.ID) error {
+	err := r.reach(ctx, []blob.ID{snap.Tree}, map[blob.ID]struct{}{}, func(_ blob.Type, id blob.ID) error {
 		refs = append(refs, id)
 		return nil
-	})
+	}, true)
 	if err != nil {
 		return "", fmt.Errorf("commit snapshot: %w", err)
 	}
@@ -66,6 +68,9 @@ func (w *Writer) Commit(ctx context.Context, snap *tree.Snapshot) (string, error
 	name := SnapshotPrefix + id
 	sealed := r.codec.Seal(nil, snapshotKind, manifest)
 	err = r.backend.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed)))
+	// An existing manifest is this same snapshot, committed before (or by
+	// an attempt whose answer was lost): never delete it below.
+	created := err == nil
 	if err != nil && !errors.Is(err, blobstore.ErrExists) {
 		return "", fmt.Errorf("commit snapshot: store manifest %s: %w", name, err)
 	}
@@ -75,6 +80,9 @@ func (w *Writer) Commit(ctx context.Context, snap *tree.Snapshot) (string, error
 		err = &MissingBlobsError{IDs: missing}
 	}
 	if err != nil {
+		if !created {
+			return "", fmt.Errorf("commit snapshot %s: %w", id, err)
+		}
 		// The manifest must not outlive a refused commit: rebuilding the
 		// index from the repository would resurrect it.
 		if derr := r.backend.Delete(context.WithoutCancel(ctx), name); derr != nil {

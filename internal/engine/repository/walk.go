@@ -2,6 +2,7 @@ package repository
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 
@@ -53,7 +54,7 @@ func (r *Repository) Walk(ctx context.Context, root blob.ID, fn func(p string, n
 }
 
 // SkipDir tells Walk not to descend into a directory.
-var SkipDir = fmt.Errorf("skip this directory")
+var SkipDir = errors.New("skip this directory")
 
 func (r *Repository) walk(ctx context.Context, id blob.ID, dir string, fn func(string, *tree.Node) error) error {
 	nodes, err := r.LoadDir(ctx, id)
@@ -64,7 +65,7 @@ func (r *Repository) walk(ctx context.Context, id blob.ID, dir string, fn func(s
 		n := &nodes[i]
 		p := path.Join(dir, n.Name)
 		err := fn(p, n)
-		if err == SkipDir {
+		if errors.Is(err, SkipDir) {
 			continue
 		}
 		if err != nil {
@@ -85,6 +86,12 @@ func (r *Repository) walk(ctx context.Context, id blob.ID, dir string, fn func(s
 // across calls walks a subtree that several snapshots share only once.
 // Tree blobs are loaded (and so authenticated); data blobs are not read.
 func (r *Repository) Reach(ctx context.Context, roots []blob.ID, seen map[blob.ID]struct{}, fn func(blob.Type, blob.ID) error) error {
+	return r.reach(ctx, roots, seen, fn, false)
+}
+
+// reach is Reach; with unindexedOK a tree that is not indexed is reported
+// to fn like any other and not descended into, instead of failing.
+func (r *Repository) reach(ctx context.Context, roots []blob.ID, seen map[blob.ID]struct{}, fn func(blob.Type, blob.ID) error, unindexedOK bool) error {
 	stack := make([]blob.ID, 0, len(roots))
 	visit := func(t blob.Type, id blob.ID) error {
 		if _, ok := seen[id]; ok {
@@ -108,6 +115,9 @@ func (r *Repository) Reach(ctx context.Context, roots []blob.ID, seen map[blob.I
 		id := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		t, err := r.LoadTree(ctx, id)
+		if unindexedOK && errors.Is(err, ErrNotIndexed) {
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -62,7 +62,16 @@ type Writer struct {
 	inflight sync.WaitGroup // packs sent and not yet indexed (or failed)
 	workers  sync.WaitGroup
 	renewed  chan struct{} // closed when the renewer stops
+	closed   sync.Once
+	closeErr error
 }
+
+// MaxIndexDelay bounds the time between starting to store a pack and
+// indexing it: a writer that took longer (stalled, or its database was
+// unreachable) does not index the pack, because garbage collection may
+// already be deleting it as an orphan (GCOptions.OrphanGrace is at least
+// twice this).
+const MaxIndexDelay = time.Hour
 
 // NewWriter opens a write session on the repository.
 func (r *Repository) NewWriter(ctx context.Context, o WriterOptions) (*Writer, error) {
@@ -232,7 +241,13 @@ func (w *Writer) fail(err error) {
 
 func (w *Writer) uploader() {
 	defer w.workers.Done()
-	for p := range w.uploads {
+	for {
+		var p *pack.Pack
+		select {
+		case p = <-w.uploads:
+		case <-w.ctx.Done():
+			return
+		}
 		err := w.store(p)
 		w.mu.Lock()
 		if err != nil && w.err == nil {
@@ -255,12 +270,19 @@ func (w *Writer) uploader() {
 func (w *Writer) store(p *pack.Pack) error {
 	b := w.repo.backend
 	name := p.ID.Name()
-	err := b.Put(w.ctx, name, bytes.NewReader(p.Data), int64(len(p.Data)))
+	ctx, cancel := context.WithTimeout(w.ctx, MaxIndexDelay)
+	defer cancel()
+	err := b.Put(ctx, name, bytes.NewReader(p.Data), int64(len(p.Data)))
+	// Packs are salted, so an existing name is our own earlier attempt
+	// whose answer was lost.
 	if err != nil && !errors.Is(err, blobstore.ErrExists) {
 		return fmt.Errorf("store pack %s: %w", name, err)
 	}
 	info := PackInfo{ID: p.ID, Size: int64(len(p.Data)), Blobs: len(p.Entries), AddedAt: time.Now().UTC()}
-	if err := w.repo.index.AddPack(w.ctx, info, p.Entries); err != nil {
+	if err := w.repo.index.AddPack(ctx, info, p.Entries); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && w.ctx.Err() == nil {
+			err = fmt.Errorf("more than %v passed since it was stored, so garbage collection may be removing it: %w", MaxIndexDelay, err)
+		}
 		return fmt.Errorf("index pack %s: %w", name, err)
 	}
 	if w.opts.OnPack != nil {
@@ -270,7 +292,8 @@ func (w *Writer) store(p *pack.Pack) error {
 }
 
 // Flush finishes the current pack and waits until every pack this writer
-// made is stored and indexed. It returns the first failure.
+// made is stored and indexed. It returns the first failure. Call it once
+// the Saves it should cover have returned, not concurrently with them.
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
 	var last *pack.Pack
@@ -303,13 +326,16 @@ func (w *Writer) Stats() WriterStats {
 
 // Close stops the uploaders and ends the session. Blobs saved but not
 // flushed are dropped (they were never indexed); call Flush or Commit first
-// to keep them.
+// to keep them. Saves and flushes still running fail. Calling Close again
+// returns the first call's result.
 func (w *Writer) Close() error {
-	w.cancel()
-	close(w.uploads)
-	w.workers.Wait()
-	<-w.renewed
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return w.repo.index.EndSession(ctx, w.session)
+	w.closed.Do(func() {
+		w.cancel()
+		w.workers.Wait()
+		<-w.renewed
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		w.closeErr = w.repo.index.EndSession(ctx, w.session)
+	})
+	return w.closeErr
 }

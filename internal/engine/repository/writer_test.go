@@ -1,0 +1,146 @@
+package repository_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/cofferhq/coffer/internal/engine/blob"
+	"github.com/cofferhq/coffer/internal/engine/blobstore/mem"
+	"github.com/cofferhq/coffer/internal/engine/repository"
+	"github.com/cofferhq/coffer/internal/engine/repository/memindex"
+	"github.com/cofferhq/coffer/internal/engine/repository/repotest"
+	"github.com/google/go-cmp/cmp"
+)
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	for _, encrypted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("encrypted=%v", encrypted), func(t *testing.T) {
+			r := repotest.New(t, repotest.Options{Encrypted: encrypted})
+			files := repotest.Files{
+				"a.txt":           []byte("hello"),
+				"dir/big.bin":     randomBytes(3<<20, 1),
+				"dir/sub/empty":   {},
+				"dir/sub/text":    bytes.Repeat([]byte("compressible line\n"), 50000),
+				"empty-dir/":      nil,
+				"dir/copy-of-big": randomBytes(3<<20, 1),
+			}
+			id, _ := repotest.WriteSnapshot(t, r, files)
+			got := repotest.ReadFiles(t, r, id)
+			if diff := cmp.Diff(files, got, cmp.Comparer(bytes.Equal)); diff != "" {
+				t.Fatalf("snapshot read back differs (-want +got):\n%s", diff)
+			}
+			// The duplicate file added no blobs.
+			var packBytes int64
+			r.Index().Packs(context.Background(), func(p repository.PackInfo) error { packBytes += p.Size; return nil })
+			if packBytes > 5<<20 {
+				t.Errorf("packs hold %d bytes: duplicate content was stored twice", packBytes)
+			}
+			snaps, err := r.Snapshots(context.Background())
+			if err != nil || len(snaps) != 1 || snaps[0].ID != id {
+				t.Fatalf("Snapshots = %v, %v; want just %s", snaps, err, id)
+			}
+			// The manifest object authenticates and matches the index.
+			manifest, _, err := r.ReadSnapshotObject(context.Background(), id)
+			if err != nil || !bytes.Equal(manifest, snaps[0].Manifest) {
+				t.Fatalf("ReadSnapshotObject = %v; manifest equal: %v", err, bytes.Equal(manifest, snaps[0].Manifest))
+			}
+		})
+	}
+}
+
+// TestWriterConcurrentSaves saves the same and different blobs from many
+// goroutines: everything is readable, and each id has one index row (a
+// blob saved again after its pack was indexed is a harmless duplicate).
+func TestWriterConcurrentSaves(t *testing.T) {
+	r := repotest.New(t, repotest.Options{})
+	ctx := context.Background()
+	w, err := r.NewWriter(ctx, repository.WriterOptions{Uploads: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	chunks := make([][]byte, 40)
+	for i := range chunks {
+		chunks[i] = randomBytes(100<<10, uint64(i))
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range chunks {
+				c := chunks[(i+g*5)%len(chunks)]
+				if _, err := w.Save(ctx, blob.Data, r.BlobID(c), c, blob.Fastest); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.Blobs < len(chunks) || st.Packs < 3 {
+		t.Errorf("stats %+v: want at least %d blobs in several packs", st, len(chunks))
+	}
+	rows := 0
+	r.Index().Blobs(ctx, func(repository.IndexedBlob) error { rows++; return nil })
+	if rows != len(chunks) {
+		t.Errorf("%d index rows, want %d", rows, len(chunks))
+	}
+	for _, c := range chunks {
+		got, err := r.LoadBlob(ctx, blob.Data, r.BlobID(c), nil)
+		if err != nil || !bytes.Equal(got, c) {
+			t.Fatalf("LoadBlob: %v (equal %v)", err, bytes.Equal(got, c))
+		}
+	}
+	missing, err := w.Missing(ctx, []blob.ID{r.BlobID(chunks[0]), r.BlobID([]byte("absent"))})
+	if err != nil || len(missing) != 1 || missing[0] != r.BlobID([]byte("absent")) {
+		t.Fatalf("Missing = %v, %v", missing, err)
+	}
+}
+
+// TestWriterUploadFailure: a pack that cannot be stored fails the writer
+// with an error naming it, and nothing of it is indexed.
+func TestWriterUploadFailure(t *testing.T) {
+	boom := errors.New("disk full")
+	backend := mem.New(mem.Options{Name: "failing", BeforeOp: func(op mem.Op, name string) error {
+		if op == mem.OpPut && name != repository.ConfigName {
+			return boom
+		}
+		return nil
+	}})
+	r := repotest.New(t, repotest.Options{Backend: backend, Index: memindex.New(memindex.Options{})})
+	ctx := context.Background()
+	w, err := r.NewWriter(ctx, repository.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c := randomBytes(1000, 7)
+	if _, err := w.Save(ctx, blob.Data, r.BlobID(c), c, blob.Fastest); err != nil {
+		t.Fatal(err)
+	}
+	err = w.Flush(ctx)
+	if !errors.Is(err, boom) {
+		t.Fatalf("Flush = %v, want the backend's error", err)
+	}
+	if _, err := r.LoadBlob(ctx, blob.Data, r.BlobID(c), nil); !errors.Is(err, repository.ErrNotIndexed) {
+		t.Fatalf("LoadBlob after a failed upload = %v, want ErrNotIndexed", err)
+	}
+}
