@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/cofferhq/coffer/internal/engine/blobstore"
+	"github.com/cofferhq/coffer/internal/engine/repository"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/server/events"
 	"github.com/cofferhq/coffer/internal/server/health"
@@ -64,6 +66,22 @@ func dataDirProbe(dir string, log *slog.Logger) func(context.Context) error {
 	}
 }
 
+// storageProbe asks the repository's backend for its config object: the
+// storage answers, and the repository is still there.
+func storageProbe(b blobstore.Backend, log *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := b.Stat(ctx, repository.ConfigName)
+		if err == nil {
+			return nil
+		}
+		log.Warn("storage check failed", "repository", b.Location(), "err", err)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return errors.New("the repository's config is gone from its storage")
+		}
+		return errors.New("the repository storage does not answer")
+	}
+}
+
 // reason is the errno text of a file error, without the path.
 func reason(err error) string {
 	var pe *os.PathError
@@ -73,17 +91,20 @@ func reason(err error) string {
 	return "write failed"
 }
 
-func readinessChecks(db *metadb.DB, dataDir string, log *slog.Logger) []health.Check {
+// readinessChecks gate /readyz. The default repository is on local disk,
+// this replica's own, so a replica that lost it is not ready.
+func readinessChecks(db *metadb.DB, dataDir string, storage blobstore.Backend, log *slog.Logger) []health.Check {
 	return []health.Check{
 		{Name: "database", Ready: true, Probe: databaseProbe(db, log)},
 		{Name: "migrations", Ready: true, Probe: schemaProbe(db, log)},
 		{Name: "data_dir", Ready: true, Probe: dataDirProbe(dataDir, log)},
+		{Name: "storage", Ready: true, Probe: storageProbe(storage, log)},
 	}
 }
 
-// componentChecks feed /api/v1/health. Storage and the scheduler join this
-// list when they land.
-func componentChecks(db *metadb.DB, dataDir string, hub *events.Hub, log *slog.Logger) []health.Check {
+// componentChecks feed /api/v1/health. The scheduler joins this list when
+// it lands.
+func componentChecks(db *metadb.DB, dataDir string, storage blobstore.Backend, hub *events.Hub, log *slog.Logger) []health.Check {
 	return []health.Check{
 		{Name: "database", Probe: func(ctx context.Context) error {
 			if err := databaseProbe(db, log)(ctx); err != nil {
@@ -97,6 +118,7 @@ func componentChecks(db *metadb.DB, dataDir string, hub *events.Hub, log *slog.L
 			}
 			return diskSpace(dataDir)
 		}},
+		{Name: "storage", Probe: storageProbe(storage, log)},
 		{Name: "event_hub", Probe: hub.Healthy},
 	}
 }

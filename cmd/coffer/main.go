@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"slices"
 
 	"github.com/alecthomas/kong"
 )
@@ -27,7 +28,7 @@ type cli struct {
 	LogFormat string          `help:"Log format: text on a terminal and JSON otherwise (auto), or always text or json." enum:"auto,text,json" default:"auto" env:"COFFER_LOG_FORMAT"`
 	LogLevel  string          `help:"Least severe log level written: debug, info, warn or error." enum:"debug,info,warn,error" default:"info" env:"COFFER_LOG_LEVEL"`
 
-	Server  serverCmd  `cmd:"" help:"Run the Coffer server: API, event stream, and (as they land) scheduler, storage engine and web UI."`
+	Server  serverCmd  `cmd:"" help:"Run the Coffer server (the default), or one of its maintenance commands."`
 	Version versionCmd `cmd:"" help:"Print the version of this binary."`
 }
 
@@ -37,15 +38,49 @@ type globals struct {
 	stdout io.Writer
 }
 
-func main() {
-	var c cli
-	ctx := kong.Parse(&c,
+// newParser builds the command-line parser that fills c.
+func newParser(c *cli, opts ...kong.Option) (*kong.Kong, error) {
+	return kong.New(c, append([]kong.Option{
 		kong.Name("coffer"),
 		kong.Description("Coffer is a self-hosted backup server for fleets of machines."),
 		kong.Configuration(loadConfig),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-	)
+		kong.Help(printHelp),
+	}, opts...)...)
+}
+
+// printHelp is kong's help, except for a command whose default subcommand
+// takes the command's arguments ("coffer server" runs "coffer server
+// serve"): its help is the default subcommand's, flags included, followed
+// by the other subcommands.
+func printHelp(options kong.HelpOptions, ctx *kong.Context) error {
+	sel := ctx.Selected()
+	if sel == nil || sel.DefaultCmd == nil || sel.DefaultCmd.Tag.Default != "withargs" {
+		return kong.DefaultHelpPrinter(options, ctx)
+	}
+	withDefault := *ctx
+	withDefault.Path = append(slices.Clone(ctx.Path), &kong.Path{Parent: sel, Command: sel.DefaultCmd})
+	if err := kong.DefaultHelpPrinter(options, &withDefault); err != nil {
+		return err
+	}
+	fmt.Fprintf(ctx.Stdout, "\n%q alone runs %q. Other commands:\n", sel.FullPath(), sel.DefaultCmd.FullPath())
+	for _, ch := range sel.Children {
+		if ch != sel.DefaultCmd && ch.Type == kong.CommandNode && !ch.Hidden {
+			fmt.Fprintf(ctx.Stdout, "  %s\n      %s\n", ch.FullPath(), ch.Help)
+		}
+	}
+	return nil
+}
+
+func main() {
+	var c cli
+	parser, err := newParser(&c)
+	if err != nil {
+		panic(err) // the cli struct is malformed: a programming error
+	}
+	ctx, err := parser.Parse(os.Args[1:])
+	parser.FatalIfErrorf(err)
 	logger, err := newLogger(os.Stderr, c.LogFormat, c.LogLevel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "coffer:", err)

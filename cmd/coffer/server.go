@@ -9,24 +9,32 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/httpapi"
-	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/server/auth"
 	"github.com/cofferhq/coffer/internal/server/events"
 	"golang.org/x/sync/errgroup"
 )
 
+// serverCmd holds the settings the server and its maintenance commands
+// share: where the state lives. Serving is the default subcommand, so
+// `coffer server --listen …` runs the server as it always has.
 type serverCmd struct {
+	DataDir       string `help:"Directory for everything the server keeps: the SQLite database, the master key and the default local repository." default:"./coffer-data" env:"COFFER_DATA_DIR" type:"path"`
+	DatabaseURL   string `help:"Metadata database: sqlite:///path/to/file.db or postgres://user:pass@host:5432/db (default: SQLite in the data directory)." env:"COFFER_DATABASE_URL" placeholder:"URL"`
+	MasterKeyFile string `help:"File holding the master key that wraps every repository's keys, created on the first start (default: master.key in the data directory). Back it up apart from the repositories: losing it loses every encrypted repository." env:"COFFER_MASTER_KEY_FILE" type:"path" placeholder:"FILE"`
+	RepositoryDir string `help:"Directory of the default local repository, created on the first start (default: repository in the data directory)." env:"COFFER_REPOSITORY_DIR" type:"path" placeholder:"DIR"`
+
+	Serve        serveCmd        `cmd:"" default:"withargs" help:"Serve the API and the event stream (the default: 'coffer server' alone does this)."`
+	RebuildIndex rebuildIndexCmd `cmd:"" help:"Rebuild the default repository's index in the database from the repository alone (after losing the database)."`
+}
+
+type serveCmd struct {
 	Listen          string        `help:"Address to serve HTTP on (host:port)." default:"127.0.0.1:8080" env:"COFFER_LISTEN"`
-	DataDir         string        `help:"Directory for everything the server keeps: the SQLite database and, later, the local repository and master key." default:"./coffer-data" env:"COFFER_DATA_DIR" type:"path"`
-	DatabaseURL     string        `help:"Metadata database: sqlite:///path/to/file.db or postgres://user:pass@host:5432/db (default: SQLite in the data directory)." env:"COFFER_DATABASE_URL" placeholder:"URL"`
 	AdminUser       string        `help:"Username of the admin account created on the very first start." default:"admin" env:"COFFER_ADMIN_USER"`
 	AdminPassword   string        `help:"Password of that first admin account; when empty one is generated and printed once. Ignored once accounts exist." env:"COFFER_ADMIN_PASSWORD"`
 	TLSCert         string        `help:"TLS certificate (PEM) to serve HTTPS; needs --tls-key." env:"COFFER_TLS_CERT" type:"existingfile" placeholder:"FILE"`
@@ -38,7 +46,7 @@ type serverCmd struct {
 	ShutdownTimeout time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"30s" env:"COFFER_SHUTDOWN_TIMEOUT"`
 }
 
-func (c *serverCmd) Run(g *globals) error {
+func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if (c.TLSCert == "") != (c.TLSKey == "") {
@@ -48,27 +56,22 @@ func (c *serverCmd) Run(g *globals) error {
 	if err != nil {
 		return err
 	}
-	dataDir, err := filepath.Abs(c.DataDir)
+	loc, err := sc.locate()
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
-	}
-	dbURL := c.DatabaseURL
-	if dbURL == "" {
-		dbURL = "sqlite://" + filepath.Join(dataDir, "coffer.db")
-	}
 
 	log := g.logger
-	db, err := metadb.Open(ctx, metadb.Options{URL: dbURL})
+	db, err := openDatabase(ctx, loc, log)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if err := db.Migrate(ctx, log.With("component", "migrate")); err != nil {
+	repo, err := openDefaultRepository(ctx, loc, db, log)
+	if err != nil {
 		return err
 	}
+	defer closeRepository(repo)
 
 	// Background work (event tailing, maintenance) outlives the signal
 	// context: it stops only after in-flight requests have finished.
@@ -91,7 +94,7 @@ func (c *serverCmd) Run(g *globals) error {
 	reg := newRegistry(version, commitID, db, hub)
 	api, err := httpapi.New(httpapi.Options{
 		Auth: authSvc, Events: hub, EventLog: db,
-		Readiness: readinessChecks(db, dataDir, log), Components: componentChecks(db, dataDir, hub, log),
+		Readiness: readinessChecks(db, loc.dataDir, repo.Backend(), log), Components: componentChecks(db, loc.dataDir, repo.Backend(), hub, log),
 		Logger: log, Registry: reg, Gatherer: reg, Version: version, Commit: commitID,
 		MaxBodyBytes: c.MaxBodySize, TrustedProxies: proxies,
 	})
@@ -119,7 +122,7 @@ func (c *serverCmd) Run(g *globals) error {
 	}
 	baseURL := fmt.Sprintf("%s://%s", scheme, displayAddr(ln.Addr()))
 	log.Info("coffer server started", "addr", ln.Addr().String(), "url", baseURL, "version", version,
-		"database", string(db.Dialect()), "data_dir", dataDir)
+		"database", string(db.Dialect()), "data_dir", loc.dataDir)
 	printWelcome(g, baseURL, c.AdminUser, created, generated)
 
 	var bg errgroup.Group
