@@ -1,0 +1,53 @@
+package restorer
+
+import (
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cofferhq/coffer/internal/engine/tree"
+)
+
+// makeSpecial creates a fifo or device node name in dirfd with n's mode
+// (not its owner or time).
+func makeSpecial(dirfd int, name string, n *tree.Node) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	var kind uint32
+	dev := 0
+	switch n.Type {
+	case tree.Fifo:
+		kind = unix.S_IFIFO
+	case tree.CharDevice:
+		kind, dev = unix.S_IFCHR, int(n.Device)
+	case tree.BlockDevice:
+		kind, dev = unix.S_IFBLK, int(n.Device)
+	}
+	if err := unix.Mknodat(dirfd, name, kind|0o600, dev); err != nil {
+		return err
+	}
+	return chmodNoFollow(dirfd, name, n.Mode)
+}
+
+// chmodNoFollow sets the mode of name in dirfd, which must not be a
+// symlink, without opening it for reading or writing (opening a device can
+// have effects): through an O_PATH descriptor, as glibc's fchmodat does
+// for AT_SYMLINK_NOFOLLOW.
+func chmodNoFollow(dirfd int, name string, mode uint32) error {
+	fd, err := retry(func() (int, error) {
+		return unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	})
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return unix.ELOOP
+	}
+	return unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), mode, 0)
+}
