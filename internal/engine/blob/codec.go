@@ -104,7 +104,9 @@ func NewCodec(k Keys) (*Codec, error) {
 		c.encoders[lvl] = sync.OnceValues(func() (*zstd.Encoder, error) {
 			// EncodeAll is safe for concurrent use; encoders are made on
 			// first use so unused levels cost no memory.
-			return zstd.NewWriter(nil, zstd.WithEncoderLevel(zl), zstd.WithZeroFrames(true))
+			// No frame checksum: the keyed BLAKE3 of every decoded blob
+			// already proves its content.
+			return zstd.NewWriter(nil, zstd.WithEncoderLevel(zl), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
 		})
 	}
 	var err error
@@ -168,7 +170,10 @@ func (c *Codec) Encode(dst []byte, t Type, id ID, plaintext []byte, level Compre
 		if err != nil {
 			return nil, err
 		}
-		compressed := enc.EncodeAll(plaintext, make([]byte, 0, len(plaintext)))
+		scratch := scratchBuffers.Get().(*[]byte)
+		defer scratchBuffers.Put(scratch)
+		compressed := enc.EncodeAll(plaintext, (*scratch)[:0])
+		*scratch = compressed
 		if len(compressed) < len(plaintext) {
 			payload = compressed
 		}
@@ -182,6 +187,11 @@ func (c *Codec) Encode(dst []byte, t Type, id ID, plaintext []byte, level Compre
 	rand.Read(nonce)
 	return c.aead.Seal(dst, nonce, payload, aad(t, id)), nil
 }
+
+// scratchBuffers hold compressed and decrypted payloads between the steps
+// of Encode and Decode: without them every blob would allocate its size
+// again (about 0.6 GB of garbage per GiB backed up).
+var scratchBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 func (c *Codec) encoder(level Compression) (*zstd.Encoder, error) {
 	if level > Best {
@@ -203,8 +213,13 @@ func (c *Codec) Decode(dst []byte, t Type, id ID, stored []byte, rawLen int) ([]
 		if len(stored) < nonceSize+tagSize {
 			return nil, corrupt(id, "it is truncated to %d bytes", len(stored))
 		}
+		scratch := scratchBuffers.Get().(*[]byte)
+		defer scratchBuffers.Put(scratch)
 		var err error
-		payload, err = c.aead.Open(nil, stored[:nonceSize], stored[nonceSize:], aad(t, id))
+		payload, err = c.aead.Open((*scratch)[:0], stored[:nonceSize], stored[nonceSize:], aad(t, id))
+		if err == nil {
+			*scratch = payload
+		}
 		if err != nil {
 			return nil, corrupt(id, "it fails authentication (damaged, or encrypted with another key)")
 		}

@@ -95,7 +95,14 @@ type Writer struct {
 // NewWriter returns a writer whose buffer is sized for a pack of about
 // sizeHint bytes.
 func NewWriter(codec *blob.Codec, sizeHint int) *Writer {
-	return &Writer{codec: codec, data: make([]byte, 0, sizeHint+sizeHint/8), ids: map[blob.ID]bool{}}
+	return NewWriterBuffer(codec, make([]byte, 0, sizeHint+sizeHint/8))
+}
+
+// NewWriterBuffer returns a writer that assembles the pack in buf (from
+// its start, whatever its length), for callers that recycle the Data of
+// finished packs.
+func NewWriterBuffer(codec *blob.Codec, buf []byte) *Writer {
+	return &Writer{codec: codec, data: buf[:0], ids: map[blob.ID]bool{}}
 }
 
 // Add appends a stored blob (blob.Codec.Encode output) of rawLen plaintext

@@ -58,6 +58,7 @@ type Writer struct {
 	stats   WriterStats
 	err     error // the first upload failure; every later call returns it
 
+	buffers  chan []byte // Data of stored packs, for the next packs
 	uploads  chan *pack.Pack
 	inflight sync.WaitGroup // packs sent and not yet indexed (or failed)
 	workers  sync.WaitGroup
@@ -87,7 +88,8 @@ func (r *Repository) NewWriter(ctx context.Context, o WriterOptions) (*Writer, e
 	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &Writer{repo: r, opts: o, session: s, ctx: wctx, cancel: cancel,
-		pending: map[blob.ID]struct{}{}, uploads: make(chan *pack.Pack), renewed: make(chan struct{})}
+		pending: map[blob.ID]struct{}{}, uploads: make(chan *pack.Pack), renewed: make(chan struct{}),
+		buffers: make(chan []byte, o.Uploads+1)}
 	w.cur = w.newPack()
 	for range o.Uploads {
 		w.workers.Add(1)
@@ -97,8 +99,22 @@ func (r *Repository) NewWriter(ctx context.Context, o WriterOptions) (*Writer, e
 	return w, nil
 }
 
+// newPack starts a pack in a recycled buffer when one is free: a backup
+// fills a 16 MiB pack every few tens of milliseconds.
 func (w *Writer) newPack() *pack.Writer {
-	return pack.NewWriter(w.repo.codec, w.repo.cfg.PackSize)
+	select {
+	case buf := <-w.buffers:
+		return pack.NewWriterBuffer(w.repo.codec, buf)
+	default:
+		return pack.NewWriter(w.repo.codec, w.repo.cfg.PackSize)
+	}
+}
+
+func (w *Writer) recycle(buf []byte) {
+	select {
+	case w.buffers <- buf[:0]:
+	default:
+	}
 }
 
 // renew keeps the session's lease alive until Close. A lease that lapsed
@@ -200,14 +216,15 @@ func (w *Writer) add(ctx context.Context, t blob.Type, id blob.ID, stored []byte
 	w.stats.Blobs++
 	w.stats.RawBytes += int64(rawLen)
 	w.stats.StoredBytes += int64(len(stored))
-	var full *pack.Pack
+	var full *pack.Writer
 	if w.cur.Size() >= w.repo.cfg.PackSize {
-		full = w.cur.Finish()
-		w.cur = w.newPack()
+		full, w.cur = w.cur, w.newPack()
 	}
 	w.mu.Unlock()
 	if full != nil {
-		return w.send(ctx, full)
+		// Hashing and sealing 16 MiB happens outside the lock, so the
+		// other savers keep filling the next pack meanwhile.
+		return w.send(ctx, full.Finish())
 	}
 	return nil
 }
@@ -261,6 +278,7 @@ func (w *Writer) uploader() {
 			delete(w.pending, e.ID)
 		}
 		w.mu.Unlock()
+		w.recycle(p.Data)
 		w.inflight.Done()
 	}
 }
