@@ -101,6 +101,8 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
 		return nil, fmt.Errorf("gc %s: %w", r.Location(), err)
 	}
 	defer r.index.EndGC(context.WithoutCancel(ctx), o.Owner)
+	ctx, stop := r.holdGCLease(ctx, o)
+	defer stop()
 
 	if err := r.checkManifestsIndexed(ctx, o); err != nil {
 		return rep, fmt.Errorf("gc %s: %w", r.Location(), err)
@@ -111,10 +113,46 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
 	}
 	sw := &sweep{repo: r, opts: o, rep: rep, bound: bound, live: live}
 	if err := sw.run(ctx); err != nil {
+		if ctx.Err() != nil {
+			err = errors.Join(err, context.Cause(ctx))
+		}
 		return rep, fmt.Errorf("gc %s: %w", r.Location(), err)
 	}
 	rep.Duration = o.Now().Sub(start)
 	return rep, nil
+}
+
+// holdGCLease renews the GC lease every third of its length until stop is
+// called, and cancels the returned context if the lease is lost. Renewing
+// is beginning again under the same owner: that advances the epoch too,
+// which is harmless, since the collection keeps the bound it started with.
+func (r *Repository) holdGCLease(ctx context.Context, o GCOptions) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(o.Lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := r.index.BeginGC(ctx, o.Owner, o.Lease); err != nil {
+					cancel(fmt.Errorf("renew the GC lease: %w", err))
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		<-stopped
+		cancel(nil)
+	}
 }
 
 // ErrIndexIncomplete marks a GC refused because the index lacks snapshots
