@@ -8,16 +8,21 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/internal/benchcorpus"
+	"github.com/cofferhq/coffer/internal/engine/blob"
 	"github.com/cofferhq/coffer/internal/engine/chunker"
 	"github.com/cofferhq/coffer/internal/engine/repository"
+	"github.com/cofferhq/coffer/internal/engine/tree"
 	"github.com/cofferhq/coffer/internal/metadb"
 )
 
@@ -259,4 +264,87 @@ func peakRSS(b *testing.B) float64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkReadBackCorpus reads every file of the stored corpus back
+// through the engine — walk the trees, look up the blobs, read packs,
+// authenticate, decompress, re-hash — on both cores, without writing files:
+// the engine's read path apart from the file system's (see
+// BenchmarkRestoreCorpus for a restore to disk).
+func BenchmarkReadBackCorpus(b *testing.B) {
+	dir, size := benchCorpus(b)
+	ctx := context.Background()
+	repo, cleanup := benchRepo(b)
+	defer cleanup()
+	id, _, errs, err := backupCorpus(ctx, repo, dir)
+	if err != nil || len(errs) > 0 {
+		b.Fatalf("backup: %v %v", err, errs)
+	}
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		cpu := cpuTime()
+		n, err := readBack(ctx, repo, id, runtime.GOMAXPROCS(0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		b.ReportMetric((cpuTime() - cpu).Seconds(), "cpu-s")
+		if n != size {
+			b.Fatalf("read back %d bytes of file content, the corpus has %d", n, size)
+		}
+		b.ReportMetric(peakRSS(b), "peak-RSS-MiB")
+		b.StartTimer()
+	}
+}
+
+// readBack reads the content of every file of snapshot id with workers
+// goroutines, each taking a contiguous share of the files' blobs (which
+// keeps the packs each one reads apart), and returns the bytes read.
+func readBack(ctx context.Context, repo *repository.Repository, id string, workers int) (int64, error) {
+	snap, err := repo.LoadSnapshot(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	var ids []blob.ID
+	err = repo.Walk(ctx, snap.Tree, func(_ string, n *tree.Node) error {
+		ids = append(ids, n.Content...)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	var total atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for w := range workers {
+		share := ids[w*len(ids)/workers : (w+1)*len(ids)/workers]
+		g.Go(func() error {
+			for len(share) > 0 {
+				batch := share[:min(1000, len(share))]
+				share = share[len(batch):]
+				locs, err := repo.Locate(gctx, batch)
+				if err != nil {
+					return err
+				}
+				reqs := make([]repository.BlobRequest, len(batch))
+				for i, id := range batch {
+					loc, ok := locs[id]
+					if !ok {
+						return fmt.Errorf("blob %s is not indexed", id)
+					}
+					reqs[i] = repository.BlobRequest{ID: id, Loc: loc}
+				}
+				err = repo.ReadBlobs(gctx, blob.Data, reqs, func(_ int, plain []byte, err error) error {
+					total.Add(int64(len(plain)))
+					return err
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	err = g.Wait()
+	return total.Load(), err
 }
