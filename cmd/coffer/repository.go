@@ -62,10 +62,10 @@ func openDatabase(ctx context.Context, l locations, log *slog.Logger) (*metadb.D
 }
 
 // openDefaultRepository opens the local repository, creating it and the
-// master key on the first start. Closing it is closeRepository. The repository is encrypted: its copies
-// (rsync'd off site, on a stolen disk) are unreadable without the master
-// key, and the key costs nothing extra, since even an unencrypted
-// repository's id key is wrapped with it.
+// master key on the first start (close it with closeRepository). It is
+// encrypted: its copies (rsync'd off site, on a stolen disk) are unreadable
+// without the master key, and the key costs nothing extra, since even an
+// unencrypted repository's id key is wrapped with it.
 func openDefaultRepository(ctx context.Context, l locations, db *metadb.DB, log *slog.Logger) (*repository.Repository, error) {
 	backend, err := local.New(l.repositoryDir)
 	if err != nil {
@@ -129,24 +129,22 @@ func loadOrCreateMasterKey(ctx context.Context, path string, b blobstore.Backend
 // cannot open is refused with the key file named.
 func openRepository(ctx context.Context, b blobstore.Backend, db *metadb.DB, key []byte, keyFile string,
 	init *repository.InitOptions) (repo *repository.Repository, created bool, err error) {
-	cfg, _, err := repository.OpenConfig(ctx, b, key)
-	if errors.Is(err, repository.ErrNotRepository) && init != nil {
+	if init != nil {
 		o := *init
 		o.MasterKey = key
-		cfg, _, err = repository.Init(ctx, b, o)
-		created = err == nil
-		if errors.Is(err, blobstore.ErrExists) { // another server initialised it first
-			cfg, _, err = repository.OpenConfig(ctx, b, key)
+		indexFor := func(id string) repository.Index { return db.Index(id) }
+		repo, created, err = repository.OpenOrInit(ctx, b, indexFor, o)
+		if err != nil {
+			return nil, false, configError(err, keyFile)
 		}
+		return repo, created, nil
 	}
+	cfg, _, err := repository.OpenConfig(ctx, b, key)
 	if err != nil {
 		return nil, false, configError(err, keyFile)
 	}
 	repo, err = repository.Open(ctx, b, db.Index(cfg.ID), key)
-	if err != nil {
-		return nil, false, err
-	}
-	return repo, created, nil
+	return repo, false, err
 }
 
 // configError names the master key file in the error of a config that did

@@ -31,23 +31,23 @@ func Open(ctx context.Context, b blobstore.Backend, idx Index, master []byte) (*
 }
 
 // OpenOrInit opens the repository at b, or creates one there with o when the
-// location holds none. created reports which happened.
-func OpenOrInit(ctx context.Context, b blobstore.Backend, idx Index, o InitOptions) (r *Repository, created bool, err error) {
-	r, err = Open(ctx, b, idx, o.MasterKey)
-	if !errors.Is(err, ErrNotRepository) {
-		return r, false, err
-	}
-	cfg, keys, err := Init(ctx, b, o)
-	if errors.Is(err, blobstore.ErrExists) {
-		// Another server initialised it between our Stat and Put.
-		r, err = Open(ctx, b, idx, o.MasterKey)
-		return r, false, err
+// location holds none, with the index indexFor returns for its config id
+// (known only once the config is read or made). created reports which
+// happened. Two servers racing to create it end up sharing the winner's.
+func OpenOrInit(ctx context.Context, b blobstore.Backend, indexFor func(repositoryID string) Index, o InitOptions) (r *Repository, created bool, err error) {
+	cfg, keys, err := OpenConfig(ctx, b, o.MasterKey)
+	if errors.Is(err, ErrNotRepository) {
+		cfg, keys, err = Init(ctx, b, o)
+		created = err == nil
+		if errors.Is(err, blobstore.ErrExists) {
+			cfg, keys, err = OpenConfig(ctx, b, o.MasterKey)
+		}
 	}
 	if err != nil {
 		return nil, false, err
 	}
-	r, err = newRepository(b, idx, cfg, keys)
-	return r, err == nil, err
+	r, err = newRepository(b, indexFor(cfg.ID), cfg, keys)
+	return r, created && err == nil, err
 }
 
 func newRepository(b blobstore.Backend, idx Index, cfg *Config, keys blob.Keys) (*Repository, error) {

@@ -65,7 +65,8 @@ func New(t testing.TB, o Options) *repository.Repository {
 		o.PackSize = 1 << 20
 	}
 	ctx := context.Background()
-	r, _, err := repository.OpenOrInit(ctx, o.Backend, o.Index, repository.InitOptions{
+	idx := o.Index
+	r, _, err := repository.OpenOrInit(ctx, o.Backend, func(string) repository.Index { return idx }, repository.InitOptions{
 		MasterKey: o.MasterKey, Encrypted: o.Encrypted, Chunker: o.Chunker, PackSize: o.PackSize})
 	if err != nil {
 		t.Fatalf("create repository: %v", err)
