@@ -137,18 +137,6 @@ func readyCheck(body map[string]any, name string) (healthy, ok bool) {
 	return false, false
 }
 
-func randomBytes(seed byte, n int) []byte {
-	b := make([]byte, n)
-	x := uint32(seed) + 1
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		b[i] = byte(x)
-	}
-	return b
-}
-
 // TestRebuildIndex loses the database of a server whose repository holds
 // backups, rebuilds the index with `coffer server rebuild-index`, and finds
 // every snapshot as it was.
@@ -183,15 +171,13 @@ func TestRebuildIndex(t *testing.T) {
 
 		// Backups, written with the engine while the server is stopped.
 		repo, closeRepo := openRepository(t, dataDir, s.DBURL)
-		shared := randomBytes(1, 3<<20)
-		for i, files := range []repotest.Files{
+		shared := repotest.Random(1, 3<<20)
+		for _, files := range []repotest.Files{
 			{"etc/hosts": []byte("127.0.0.1 localhost\n"), "srv/big.bin": shared, "home/empty/": nil},
-			{"etc/hosts": []byte("127.0.0.1 localhost\n::1 localhost\n"), "srv/big.bin": shared, "srv/new.bin": randomBytes(2, 2<<20)},
+			{"etc/hosts": []byte("127.0.0.1 localhost\n::1 localhost\n"), "srv/big.bin": shared, "srv/new.bin": repotest.Random(2, 2<<20)},
 			{"a/b/c/deep.txt": []byte("deep"), "copy.bin": shared},
 		} {
-			if id, _ := repotest.WriteSnapshot(t, repo, files); id == "" {
-				t.Fatalf("snapshot %d has no id", i)
-			}
+			repotest.WriteSnapshot(t, repo, files)
 		}
 		want := catalogueOf(t, repo)
 		if len(want.Snapshots) != 3 {

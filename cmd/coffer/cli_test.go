@@ -10,15 +10,20 @@ import (
 	"github.com/alecthomas/kong"
 )
 
-// parse parses args as the binary would, with a clean COFFER_* environment.
-func parse(t *testing.T, args ...string) (*cli, string, error) {
-	t.Helper()
+// cleanEnv unsets every COFFER_* variable for the test.
+func cleanEnv(t *testing.T) {
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "COFFER_") {
 			t.Setenv(k, "")
 			os.Unsetenv(k)
 		}
 	}
+}
+
+// parse parses args as the binary would, with a clean COFFER_* environment.
+func parse(t *testing.T, args ...string) (*cli, string, error) {
+	t.Helper()
+	cleanEnv(t)
 	var c cli
 	p, err := newParser(&c, kong.Exit(func(int) { t.Fatal("the parser exited") }))
 	if err != nil {
@@ -61,7 +66,7 @@ func TestServerCommands(t *testing.T) {
 // the serving ones, whichever subcommand runs.
 func TestServerConfigFile(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "coffer.yaml")
-	os.WriteFile(cfg, []byte("log-level: debug\nserver:\n  listen: 0.0.0.0:7000\n  data-dir: /var/lib/coffer\n  master_key_file: /etc/coffer/key\n  session-ttl: 1h\n"), 0o600)
+	writeFile(t, cfg, "log-level: debug\nserver:\n  listen: 0.0.0.0:7000\n  data-dir: /var/lib/coffer\n  master_key_file: /etc/coffer/key\n  session-ttl: 1h\n")
 	c, cmd, err := parse(t, "server", "--config", cfg)
 	if err != nil || cmd != "server serve" {
 		t.Fatalf("parse = %q, %v", cmd, err)
@@ -81,13 +86,21 @@ func TestServerConfigFile(t *testing.T) {
 	if c, _, _ := parse(t, "server", "--config", cfg, "--listen", "127.0.0.1:1"); c.Server.Serve.Listen != "127.0.0.1:1" {
 		t.Errorf("the file overrode a flag: %s", c.Server.Serve.Listen)
 	}
-	os.WriteFile(cfg, []byte("server:\n  master-key: /x\n"), 0o600)
+	writeFile(t, cfg, "server:\n  master-key: /x\n")
 	if _, _, err := parse(t, "server", "--config", cfg); err == nil || !strings.Contains(err.Error(), `unknown key "server.master-key"`) {
 		t.Errorf("unknown key: %v", err)
 	}
 }
 
+func writeFile(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestServerEnvironment(t *testing.T) {
+	cleanEnv(t)
 	for k, v := range map[string]string{"COFFER_MASTER_KEY_FILE": "/run/key", "COFFER_REPOSITORY_DIR": "/mnt/r", "COFFER_LISTEN": "0.0.0.0:1"} {
 		t.Setenv(k, v)
 	}

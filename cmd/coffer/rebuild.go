@@ -45,7 +45,8 @@ func (c *rebuildIndexCmd) Run(g *globals, sc *serverCmd) error {
 	}
 	// The config first: a wrong key is refused before the database is
 	// touched.
-	if _, _, err := repository.OpenConfig(ctx, backend, key); err != nil {
+	cfg, _, err := repository.OpenConfig(ctx, backend, key)
+	if err != nil {
 		backend.Close()
 		return configError(err, l.masterKeyFile)
 	}
@@ -56,19 +57,19 @@ func (c *rebuildIndexCmd) Run(g *globals, sc *serverCmd) error {
 		return err
 	}
 	defer db.Close()
-	repo, _, err := openRepository(ctx, backend, db, key, l.masterKeyFile, nil)
+	repo, err := repository.Open(ctx, backend, db.Index(cfg.ID), key)
 	if err != nil {
 		backend.Close()
 		return err
 	}
 	defer closeRepository(repo)
 
-	log.Info("rebuilding the index", "repository", repo.Location(), "repository_id", repo.Config().ID, "database", string(db.Dialect()))
+	log.Info("rebuilding the index", "repository", repo.Location(), "repository_id", cfg.ID, "database", string(db.Dialect()))
 	rep, err := repo.Rebuild(ctx, repository.RebuildOptions{Concurrency: c.Concurrency})
 	if err != nil {
 		return err
 	}
-	out := rebuildOutput{RepositoryID: repo.Config().ID, Location: repo.Location(), Clean: rep.Clean(), RebuildReport: rep}
+	out := rebuildOutput{RepositoryID: cfg.ID, Location: repo.Location(), Clean: rep.Clean(), RebuildReport: rep}
 	if c.JSON {
 		err = out.writeJSON(g.stdout)
 	} else {
@@ -78,7 +79,7 @@ func (c *rebuildIndexCmd) Run(g *globals, sc *serverCmd) error {
 		return err
 	}
 	if !rep.Clean() {
-		return fmt.Errorf("the repository is damaged: %d damaged packs and %d skipped snapshots, listed in the report; everything else is in the index",
+		return fmt.Errorf("the repository is damaged: %d damaged packs and %d skipped snapshots, listed in the report; everything else is in the index. Copy the damaged packs elsewhere before the server's next garbage collection deletes them as orphans",
 			len(rep.DamagedPacks), len(rep.SkippedSnapshots))
 	}
 	log.Info("index rebuilt", "repository", repo.Location(), "packs_added", rep.PacksAdded, "snapshots_added", rep.SnapshotsAdded)

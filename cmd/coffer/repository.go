@@ -76,7 +76,7 @@ func openDefaultRepository(ctx context.Context, l locations, db *metadb.DB, log 
 		backend.Close()
 		return nil, err
 	}
-	repo, created, err := openRepository(ctx, backend, db, key, l.masterKeyFile, &repository.InitOptions{Encrypted: true})
+	repo, created, err := openRepository(ctx, backend, db, key, l.masterKeyFile, repository.InitOptions{Encrypted: true})
 	if err != nil {
 		backend.Close()
 		return nil, err
@@ -124,27 +124,18 @@ func loadOrCreateMasterKey(ctx context.Context, path string, b blobstore.Backend
 }
 
 // openRepository opens the repository on b with the metadb index of its
-// config id. With init non-nil, a location without a repository gets one
-// (created reports it); otherwise that is an error. A config the master key
-// cannot open is refused with the key file named.
+// config id, creating it with init when the location holds none (created
+// reports it). A config the master key cannot open is refused with the key
+// file named.
 func openRepository(ctx context.Context, b blobstore.Backend, db *metadb.DB, key []byte, keyFile string,
-	init *repository.InitOptions) (repo *repository.Repository, created bool, err error) {
-	if init != nil {
-		o := *init
-		o.MasterKey = key
-		indexFor := func(id string) repository.Index { return db.Index(id) }
-		repo, created, err = repository.OpenOrInit(ctx, b, indexFor, o)
-		if err != nil {
-			return nil, false, configError(err, keyFile)
-		}
-		return repo, created, nil
-	}
-	cfg, _, err := repository.OpenConfig(ctx, b, key)
+	init repository.InitOptions) (repo *repository.Repository, created bool, err error) {
+	init.MasterKey = key
+	indexFor := func(id string) repository.Index { return db.Index(id) }
+	repo, created, err = repository.OpenOrInit(ctx, b, indexFor, init)
 	if err != nil {
 		return nil, false, configError(err, keyFile)
 	}
-	repo, err = repository.Open(ctx, b, db.Index(cfg.ID), key)
-	return repo, false, err
+	return repo, created, nil
 }
 
 // configError names the master key file in the error of a config that did

@@ -1,7 +1,8 @@
 // Package benchcorpus generates the deterministic file tree that Coffer's
 // backup benchmarks and round-trip tests run on, shaped like a server's
-// data (the shape of ../shared/bench/gen-dataset.sh, which the peer
-// measurements in STACK.md used):
+// data (the shape of the reference generator gen-dataset.sh in the
+// project's shared bench kit, on which the restic and borg figures we
+// compare against were measured):
 //
 //	22 %  small source-like text files (100 B – 96 KiB, log-uniform) in nested
 //	      project directories (projects/projNN-*/…, one project per ~40 MiB of
@@ -20,6 +21,7 @@
 package benchcorpus
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -30,8 +32,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -262,15 +264,8 @@ func (pl *planner) duplicates(total int64, from []int) {
 	}
 }
 
-func depth(p string) int {
-	n := 0
-	for i := range len(p) {
-		if p[i] == '/' {
-			n++
-		}
-	}
-	return n
-}
+// depth is how many directories p lies below the corpus root.
+func depth(p string) int { return strings.Count(p, "/") }
 
 // segment is one unit of writing: bytes [off, off+n) of a file.
 type segment struct {
@@ -309,7 +304,7 @@ func (p *plan) write(root string, v *vocab, seed uint64) error {
 		}
 	}
 	// Largest first, so that the big segments do not all land at the end.
-	sort.SliceStable(segs, func(i, j int) bool { return segs[i].n > segs[j].n })
+	slices.SortStableFunc(segs, func(a, b segment) int { return cmp.Compare(b.n, a.n) })
 	if err := writeSegments(root, v, seed, segs); err != nil {
 		return err
 	}

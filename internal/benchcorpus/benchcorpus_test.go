@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,7 +115,7 @@ func TestGenerateShape(t *testing.T) {
 			text += in.Size
 		case strings.HasPrefix(p, "home/backup-copy/"):
 			dups += in.Size
-		case isLargeName(p):
+		case slices.Contains(largeNames, p):
 			large += in.Size
 		default:
 			medium += in.Size
@@ -153,15 +154,6 @@ func TestGenerateShape(t *testing.T) {
 	checkRatios(t, dir)
 }
 
-func isLargeName(p string) bool {
-	for _, n := range largeNames {
-		if p == n {
-			return true
-		}
-	}
-	return false
-}
-
 // checkRatios compresses each kind of file with zstd's default level and
 // checks the ratio lies near the reference corpus's.
 func checkRatios(t *testing.T, dir string) {
@@ -183,7 +175,10 @@ func checkRatios(t *testing.T, dir string) {
 		return float64(in) / float64(out)
 	}
 	var texts, libs []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
 		rel, _ := filepath.Rel(dir, p)
 		switch {
 		case d.Type().IsRegular() && strings.HasPrefix(rel, "projects/"):
@@ -193,6 +188,9 @@ func checkRatios(t *testing.T, dir string) {
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name   string
 		got    float64
@@ -238,7 +236,7 @@ func TestMutate(t *testing.T) {
 			removed++
 		case a.Sum != in.Sum:
 			changed++
-			if isLargeName(p) {
+			if slices.Contains(largeNames, p) {
 				if d := a.Size - in.Size; d != 0 && (d < 1 || d > 15000) {
 					t.Errorf("%s grew by %d bytes, want 1–15000 (insertions)", p, d)
 				}

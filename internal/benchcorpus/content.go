@@ -3,6 +3,7 @@ package benchcorpus
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"path"
 	"slices"
 	"strconv"
 )
@@ -22,14 +23,7 @@ const (
 
 // kindOf guesses a kind from a file name, for files Mutate rewrites.
 func kindOf(name string) kind {
-	ext := name
-	for i := len(name) - 1; i >= 0 && name[i] != '/'; i-- {
-		if name[i] == '.' {
-			ext = name[i:]
-			break
-		}
-	}
-	switch ext {
+	switch path.Ext(name) {
 	case ".log":
 		return kindLog
 	case ".db", ".sqlite":

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -211,7 +212,7 @@ func (m *mutation) addFiles() error {
 	n := max(2, len(m.files)/80)
 	var textDirs []string
 	for _, d := range m.dirs {
-		if depth(d) >= 2 && path.Dir(d) != "." && d[:min(len(d), 9)] == "projects/" {
+		if depth(d) >= 2 && strings.HasPrefix(d, "projects/") {
 			textDirs = append(textDirs, d)
 		}
 	}
@@ -238,7 +239,6 @@ func (m *mutation) addFiles() error {
 	if err := os.MkdirAll(m.abs("usr/lib"), 0o755); err != nil {
 		return err
 	}
-	m.touch("usr/lib/x")
 	return m.writeFile(fmt.Sprintf("usr/lib/new-r%d.so", m.round), b, os.O_EXCL)
 }
 

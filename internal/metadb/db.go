@@ -201,6 +201,16 @@ func (db *DB) forUpdate() string {
 	return ""
 }
 
+// forShare is the shared row-lock suffix of a SELECT inside a transaction:
+// many holders at once, but an UPDATE of the row waits for all of them.
+// SQLite needs none: its transactions take the write lock at BEGIN.
+func (db *DB) forShare() string {
+	if db.dialect == Postgres {
+		return " FOR SHARE"
+	}
+	return ""
+}
+
 // queryer is what both *sql.DB and *sql.Tx offer.
 type queryer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)

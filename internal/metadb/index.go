@@ -50,16 +50,6 @@ func (db *DB) Index(repositoryID string) *Index {
 	return &Index{db: db, repositoryID: repositoryID}
 }
 
-// forShare is the shared row-lock suffix of a SELECT inside a transaction:
-// many holders at once, but an UPDATE of the row waits for all of them.
-// SQLite needs none: its transactions take the write lock at BEGIN.
-func (db *DB) forShare() string {
-	if db.dialect == Postgres {
-		return " FOR SHARE"
-	}
-	return ""
-}
-
 func (ix *Index) now() time.Time {
 	if ix.Now != nil {
 		return ts(ix.Now())
@@ -130,10 +120,9 @@ const pageSize = 5000
 
 // inBatches calls fn for successive batches of ids with the SQL placeholder
 // list for the batch, the arguments (fixed, then the batch's ids) and the
-// batch. A batch
-// is padded to a power of two (at least 8) by repeating its last id, which
-// changes no IN (…) result but keeps the number of statement shapes small
-// (PostgreSQL prepares each shape once per connection).
+// batch. A batch is padded to a power of two (at least 8) by repeating its
+// last id, which changes no IN (…) result but keeps the number of statement
+// shapes small (PostgreSQL prepares each shape once per connection).
 func (ix *Index) inBatches(ids []blob.ID, fixed []any, fn func(in string, args []any, batch []blob.ID) error) error {
 	maxIn, _ := ix.db.batchSizes()
 	for len(ids) > 0 {
@@ -210,19 +199,17 @@ func (ix *Index) Lookup(ctx context.Context, ids []blob.ID) (map[blob.ID]reposit
 	}
 	out := make(map[blob.ID]repository.Location, len(ids))
 	err = ix.inBatches(ids, []any{repo}, func(in string, args []any, _ []blob.ID) error {
-		rows, err := ix.db.sql.QueryContext(ctx, `SELECT id, pack_id, blob_type, blob_offset, blob_length, raw_length
-			FROM engine_blobs WHERE repo = $1 AND id IN (`+in+`)`, args...)
+		rows, err := ix.db.sql.QueryContext(ctx, `SELECT `+blobColumns+` FROM engine_blobs WHERE repo = $1 AND id IN (`+in+`)`, args...)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var id blob.ID
-			var l repository.Location
-			if err := rows.Scan(bytes32{(*[32]byte)(&id)}, bytes32{(*[32]byte)(&l.Pack)}, &l.Type, &l.Offset, &l.Length, &l.RawLength); err != nil {
+			b, err := scanBlob(rows)
+			if err != nil {
 				return err
 			}
-			out[id] = l
+			out[b.ID] = b.Location
 		}
 		return rows.Err()
 	})
@@ -236,9 +223,10 @@ func (ix *Index) Lookup(ctx context.Context, ids []blob.ID) (map[blob.ID]reposit
 // is returned twice.
 //
 // It reads first and writes only the rows not yet touched in the current
-// epoch (after the first backup of an epoch, usually none), then reads
-// those again: a row GC deleted in between is reported missing, and a row
-// reported present was touched before Missing returned.
+// epoch (after the first backup of an epoch, usually none), reporting
+// present those the write still found: a row GC deleted in between is
+// reported missing, and a row reported present was touched before Missing
+// returned.
 func (ix *Index) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) {
 	repo, err := ix.repo(ctx)
 	if err != nil {
@@ -271,8 +259,13 @@ func (ix *Index) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) 
 		return nil, fmt.Errorf("find missing blobs: %w", err)
 	}
 	if len(stale) > 0 {
-		if err := ix.touchStale(ctx, repo, stale, present); err != nil {
-			return nil, err
+		sortIDs(stale)
+		err := ix.inBatches(stale, []any{repo}, func(in string, args []any, _ []blob.ID) error {
+			return markIDs(ctx, ix.db.sql, present, `UPDATE engine_blobs SET touched = (SELECT epoch FROM engine_repos WHERE id = $1)
+				WHERE repo = $1 AND id IN (`+in+`) RETURNING id`, args...)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("touch blobs: %w", err)
 		}
 	}
 	var missing []blob.ID
@@ -284,37 +277,21 @@ func (ix *Index) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) 
 	return missing, nil
 }
 
-// touchStale touches ids at the current epoch and marks those still
-// indexed afterwards as present.
-func (ix *Index) touchStale(ctx context.Context, repo int64, ids []blob.ID, present map[blob.ID]bool) error {
-	sortIDs(ids)
-	err := ix.inBatches(ids, []any{repo}, func(in string, args []any, _ []blob.ID) error {
-		_, err := ix.db.sql.ExecContext(ctx, `UPDATE engine_blobs SET touched = (SELECT epoch FROM engine_repos WHERE id = $1)
-			WHERE repo = $1 AND id IN (`+in+`) AND touched < (SELECT epoch FROM engine_repos WHERE id = $1)`, args...)
-		return err
-	})
+// markIDs runs a query whose rows are blob ids and sets them in set.
+func markIDs(ctx context.Context, q queryer, set map[blob.ID]bool, query string, args ...any) error {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
-		return fmt.Errorf("touch blobs: %w", err)
+		return err
 	}
-	err = ix.inBatches(ids, []any{repo}, func(in string, args []any, _ []blob.ID) error {
-		rows, err := ix.db.sql.QueryContext(ctx, `SELECT id FROM engine_blobs WHERE repo = $1 AND id IN (`+in+`)`, args...)
-		if err != nil {
+	defer rows.Close()
+	for rows.Next() {
+		var id blob.ID
+		if err := rows.Scan(bytes32{(*[32]byte)(&id)}); err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var id blob.ID
-			if err := rows.Scan(bytes32{(*[32]byte)(&id)}); err != nil {
-				return err
-			}
-			present[id] = true
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return fmt.Errorf("find missing blobs: %w", err)
+		set[id] = true
 	}
-	return nil
+	return rows.Err()
 }
 
 // AddPack implements repository.Index. A zero p.AddedAt is recorded as now;
@@ -390,7 +367,7 @@ func insertBlobs(ctx context.Context, tx *sql.Tx, repo int64, p pack.ID, epoch i
 	return nil
 }
 
-// Packs implements repository.Index. It reads the packs in pages (in id
+// Packs implements repository.Index. Like Blobs, it reads in pages (in id
 // order) and calls fn between reads, so fn may take its time and use the
 // index; a pack added or removed during the walk may or may not be seen.
 func (ix *Index) Packs(ctx context.Context, fn func(repository.PackInfo) error) error {
@@ -398,97 +375,89 @@ func (ix *Index) Packs(ctx context.Context, fn func(repository.PackInfo) error) 
 	if err != nil {
 		return err
 	}
-	var after *pack.ID
-	for {
-		page, err := ix.packPage(ctx, repo, after)
+	page := func(after []byte) ([]repository.PackInfo, error) {
+		rows, err := queryAll(ctx, ix.db.sql, scanPack,
+			`SELECT id, size, blobs, added_at FROM engine_packs WHERE repo = $1 AND id > $2 ORDER BY id LIMIT $3`, repo, after, pageSize)
 		if err != nil {
-			return fmt.Errorf("list packs: %w", err)
+			return nil, fmt.Errorf("list packs: %w", err)
 		}
-		for _, p := range page {
-			if err := fn(p); err != nil {
-				return err
-			}
-		}
-		if len(page) < pageSize {
-			return nil
-		}
-		after = &page[len(page)-1].ID
+		return rows, nil
 	}
+	return walk(page, func(p repository.PackInfo) []byte { return p.ID[:] }, fn)
 }
 
-func (ix *Index) packPage(ctx context.Context, repo int64, after *pack.ID) ([]repository.PackInfo, error) {
-	q, args := `SELECT id, size, blobs, added_at FROM engine_packs WHERE repo = $1 ORDER BY id LIMIT $2`, []any{repo, pageSize}
-	if after != nil {
-		q, args = `SELECT id, size, blobs, added_at FROM engine_packs WHERE repo = $1 AND id > $3 ORDER BY id LIMIT $2`, append(args, after[:])
-	}
-	rows, err := ix.db.sql.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var page []repository.PackInfo
-	for rows.Next() {
-		var p repository.PackInfo
-		if err := rows.Scan(bytes32{(*[32]byte)(&p.ID)}, &p.Size, &p.Blobs, utc{&p.AddedAt}); err != nil {
-			return nil, err
-		}
-		page = append(page, p)
-	}
-	return page, rows.Err()
-}
-
-const blobColumns = `id, pack_id, blob_type, blob_offset, blob_length, raw_length, touched`
-
-func scanBlob(rows *sql.Rows) (repository.IndexedBlob, error) {
-	var b repository.IndexedBlob
-	err := rows.Scan(bytes32{(*[32]byte)(&b.ID)}, bytes32{(*[32]byte)(&b.Pack)}, &b.Type, &b.Offset, &b.Length, &b.RawLength, &b.Touched)
-	return b, err
-}
-
-// Blobs implements repository.Index. Like Packs, it reads in pages (in id
-// order) and calls fn between reads.
+// Blobs implements repository.Index, like Packs.
 func (ix *Index) Blobs(ctx context.Context, fn func(repository.IndexedBlob) error) error {
 	repo, err := ix.repo(ctx)
 	if err != nil {
 		return err
 	}
-	var after *blob.ID
-	for {
-		page, err := ix.blobPage(ctx, repo, after)
+	page := func(after []byte) ([]repository.IndexedBlob, error) {
+		rows, err := queryAll(ctx, ix.db.sql, scanBlob,
+			`SELECT `+blobColumns+` FROM engine_blobs WHERE repo = $1 AND id > $2 ORDER BY id LIMIT $3`, repo, after, pageSize)
 		if err != nil {
-			return fmt.Errorf("list blobs: %w", err)
+			return nil, fmt.Errorf("list blobs: %w", err)
 		}
-		for _, b := range page {
-			if err := fn(b); err != nil {
+		return rows, nil
+	}
+	return walk(page, func(b repository.IndexedBlob) []byte { return b.ID[:] }, fn)
+}
+
+// walk calls fn for every row of a listing that page reads pageSize rows
+// at a time, each page the rows whose id (key) sorts after the last one's.
+// An error from page or fn stops the walk and is returned as it is.
+func walk[T any](page func(after []byte) ([]T, error), key func(T) []byte, fn func(T) error) error {
+	after := []byte{} // below every id
+	for {
+		rows, err := page(after)
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if err := fn(r); err != nil {
 				return err
 			}
 		}
-		if len(page) < pageSize {
+		if len(rows) < pageSize {
 			return nil
 		}
-		after = &page[len(page)-1].ID
+		after = key(rows[len(rows)-1])
 	}
 }
 
-func (ix *Index) blobPage(ctx context.Context, repo int64, after *blob.ID) ([]repository.IndexedBlob, error) {
-	q, args := `SELECT `+blobColumns+` FROM engine_blobs WHERE repo = $1 ORDER BY id LIMIT $2`, []any{repo, pageSize}
-	if after != nil {
-		q, args = `SELECT `+blobColumns+` FROM engine_blobs WHERE repo = $1 AND id > $3 ORDER BY id LIMIT $2`, append(args, after[:])
-	}
-	rows, err := ix.db.sql.QueryContext(ctx, q, args...)
+// rowScanner is what both *sql.Row and *sql.Rows offer.
+type rowScanner interface{ Scan(dest ...any) error }
+
+// queryAll runs a query and scans all its rows.
+func queryAll[T any](ctx context.Context, q queryer, scan func(rowScanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	page := make([]repository.IndexedBlob, 0, pageSize)
+	var out []T
 	for rows.Next() {
-		b, err := scanBlob(rows)
+		r, err := scan(rows)
 		if err != nil {
 			return nil, err
 		}
-		page = append(page, b)
+		out = append(out, r)
 	}
-	return page, rows.Err()
+	return out, rows.Err()
+}
+
+func scanPack(row rowScanner) (repository.PackInfo, error) {
+	var p repository.PackInfo
+	err := row.Scan(bytes32{(*[32]byte)(&p.ID)}, &p.Size, &p.Blobs, utc{&p.AddedAt})
+	return p, err
+}
+
+const blobColumns = `id, pack_id, blob_type, blob_offset, blob_length, raw_length, touched`
+
+func scanBlob(rows rowScanner) (repository.IndexedBlob, error) {
+	var b repository.IndexedBlob
+	err := rows.Scan(bytes32{(*[32]byte)(&b.ID)}, bytes32{(*[32]byte)(&b.Pack)}, &b.Type, &b.Offset, &b.Length, &b.RawLength, &b.Touched)
+	return b, err
 }
 
 // PackBlobs implements repository.Index.
@@ -497,19 +466,10 @@ func (ix *Index) PackBlobs(ctx context.Context, id pack.ID) ([]repository.Indexe
 	if err != nil {
 		return nil, err
 	}
-	rows, err := ix.db.sql.QueryContext(ctx, `SELECT `+blobColumns+` FROM engine_blobs
+	out, err := queryAll(ctx, ix.db.sql, scanBlob, `SELECT `+blobColumns+` FROM engine_blobs
 		WHERE repo = $1 AND pack_id = $2 ORDER BY blob_offset, id`, repo, id[:])
 	if err != nil {
 		return nil, fmt.Errorf("list blobs of pack %s: %w", id, err)
 	}
-	defer rows.Close()
-	var out []repository.IndexedBlob
-	for rows.Next() {
-		b, err := scanBlob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list blobs of pack %s: %w", id, err)
-		}
-		out = append(out, b)
-	}
-	return out, rows.Err()
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/engine/blob"
@@ -72,7 +73,7 @@ func (ix *Index) EndSession(ctx context.Context, s repository.Session) error {
 // BeginGC implements repository.Index. It also forgets expired sessions.
 func (ix *Index) BeginGC(ctx context.Context, owner string, ttl time.Duration) (int64, error) {
 	if owner == "" {
-		return 0, errors.New("begin gc: empty owner")
+		return 0, errors.New("begin gc: owner is empty: name the collector that takes the lease")
 	}
 	repo, err := ix.repo(ctx)
 	if err != nil {
@@ -81,7 +82,8 @@ func (ix *Index) BeginGC(ctx context.Context, owner string, ttl time.Duration) (
 	var bound int64
 	err = ix.inTx(ctx, func(tx *sql.Tx) error {
 		now := ix.now()
-		if err := ix.takeGCLease(ctx, tx, repo, owner, now, ttl, &bound); err != nil {
+		var err error
+		if bound, err = takeGCLease(ctx, tx, repo, owner, now, ttl); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM engine_sessions WHERE repo = $1 AND expires_at <= $2`, repo, now); err != nil {
@@ -102,29 +104,30 @@ func (ix *Index) BeginGC(ctx context.Context, owner string, ttl time.Duration) (
 	return bound, nil
 }
 
-// takeGCLease takes the lease and advances the epoch, setting epoch to the
-// new one. The UPDATE takes the row exclusively: it waits for every
-// transaction that read the old epoch with a shared lock.
-func (ix *Index) takeGCLease(ctx context.Context, tx *sql.Tx, repo int64, owner string, now time.Time, ttl time.Duration, epoch *int64) error {
+// takeGCLease takes the lease, advances the epoch and returns the new one.
+// The UPDATE takes the row exclusively: it waits for every transaction that
+// read the old epoch with a shared lock.
+func takeGCLease(ctx context.Context, tx *sql.Tx, repo int64, owner string, now time.Time, ttl time.Duration) (int64, error) {
 	for {
+		var epoch int64
 		err := tx.QueryRowContext(ctx, `UPDATE engine_repos SET epoch = epoch + 1, gc_owner = $2, gc_expires_at = $3
 			WHERE id = $1 AND (gc_owner = '' OR gc_owner = $2 OR gc_expires_at <= $4) RETURNING epoch`,
-			repo, owner, ts(now.Add(ttl)), now).Scan(epoch)
+			repo, owner, ts(now.Add(ttl)), now).Scan(&epoch)
+		if err == nil {
+			return epoch, nil
+		}
 		if !errors.Is(err, sql.ErrNoRows) {
-			if err != nil {
-				return fmt.Errorf("take gc lease: %w", err)
-			}
-			return nil
+			return 0, fmt.Errorf("take gc lease: %w", err)
 		}
 		// On PostgreSQL the holder may have released the lease between the
 		// UPDATE and this read, each seeing the latest commit: then try again.
 		var holder string
 		var until *time.Time
 		if err := tx.QueryRowContext(ctx, `SELECT gc_owner, gc_expires_at FROM engine_repos WHERE id = $1`, repo).Scan(&holder, nullUTC{&until}); err != nil {
-			return fmt.Errorf("read gc lease: %w", err)
+			return 0, fmt.Errorf("read gc lease: %w", err)
 		}
 		if holder != "" && holder != owner && until != nil && until.After(now) {
-			return fmt.Errorf("%w (held by %s until %s)", repository.ErrGCRunning, holder, until.Format(time.RFC3339))
+			return 0, fmt.Errorf("%w (held by %s until %s)", repository.ErrGCRunning, holder, until.Format(time.RFC3339))
 		}
 	}
 }
@@ -149,7 +152,7 @@ func (ix *Index) DeleteBlobs(ctx context.Context, ids []blob.ID, bound int64) (i
 	if err != nil {
 		return 0, err
 	}
-	ids = append([]blob.ID(nil), ids...)
+	ids = slices.Clone(ids)
 	sortIDs(ids)
 	var deleted int64
 	err = ix.inTx(ctx, func(tx *sql.Tx) error {

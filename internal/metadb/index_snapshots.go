@@ -23,33 +23,19 @@ func (ix *Index) CommitSnapshot(ctx context.Context, snap repository.SnapshotInf
 	if err != nil {
 		return nil, err
 	}
-	unique := make([]blob.ID, 0, len(refs))
-	seen := make(map[blob.ID]bool, len(refs))
-	for _, id := range refs {
-		if !seen[id] {
-			seen[id] = true
-			unique = append(unique, id)
-		}
-	}
+	unique := slices.Clone(refs)
 	sortIDs(unique)
-	var missing map[blob.ID]bool
+	unique = slices.Compact(unique)
+	var gone map[blob.ID]bool
 	err = ix.inTx(ctx, func(tx *sql.Tx) error {
-		missing = nil
 		epoch, err := ix.epoch(ctx, tx, repo)
 		if err != nil {
 			return err
 		}
-		gone, err := ix.touchRefs(ctx, tx, repo, epoch, unique)
-		if err != nil {
+		if gone, err = ix.touchRefs(ctx, tx, repo, epoch, unique); err != nil {
 			return err
 		}
-		for _, id := range gone {
-			if missing == nil {
-				missing = make(map[blob.ID]bool)
-			}
-			missing[id] = true
-		}
-		if len(missing) > 0 {
+		if len(gone) > 0 {
 			return errRefused
 		}
 		return insertSnapshot(ctx, tx, repo, snap)
@@ -57,9 +43,9 @@ func (ix *Index) CommitSnapshot(ctx context.Context, snap repository.SnapshotInf
 	if errors.Is(err, errRefused) {
 		var out []blob.ID
 		for _, id := range refs {
-			if missing[id] {
+			if gone[id] {
 				out = append(out, id)
-				delete(missing, id)
+				delete(gone, id)
 			}
 		}
 		return out, nil
@@ -70,43 +56,34 @@ func (ix *Index) CommitSnapshot(ctx context.Context, snap repository.SnapshotInf
 	return nil, nil
 }
 
-// touchRefs touches ids (distinct) at epoch and returns those not
-// indexed. Counting is the common case's one cheap answer; only
-// when rows are missing are their ids read back.
-func (ix *Index) touchRefs(ctx context.Context, tx *sql.Tx, repo, epoch int64, ids []blob.ID) ([]blob.ID, error) {
-	var gone []blob.ID
+// touchRefs touches ids (distinct) at epoch and returns those not indexed.
+// Counting is the common case's one cheap answer; only when rows are
+// missing are their ids read back.
+func (ix *Index) touchRefs(ctx context.Context, tx *sql.Tx, repo, epoch int64, ids []blob.ID) (map[blob.ID]bool, error) {
+	gone := make(map[blob.ID]bool)
 	err := ix.inBatches(ids, []any{repo, epoch}, func(in string, args []any, batch []blob.ID) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE engine_blobs SET touched = $2
 			WHERE repo = $1 AND id IN (`+in+`) AND touched < $2`, args...); err != nil {
 			return fmt.Errorf("touch refs: %w", err)
 		}
+		present := `FROM engine_blobs WHERE repo = $1 AND id IN (` + in + `) AND touched >= $2`
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM engine_blobs
-			WHERE repo = $1 AND id IN (`+in+`) AND touched >= $2`, args...).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) `+present, args...).Scan(&n); err != nil {
 			return fmt.Errorf("count refs: %w", err)
 		}
 		if n == len(batch) {
 			return nil
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM engine_blobs WHERE repo = $1 AND id IN (`+in+`) AND touched >= $2`, args...)
-		if err != nil {
+		found := make(map[blob.ID]bool, n)
+		if err := markIDs(ctx, tx, found, `SELECT id `+present, args...); err != nil {
 			return fmt.Errorf("find missing refs: %w", err)
 		}
-		defer rows.Close()
-		present := make(map[blob.ID]bool, n)
-		for rows.Next() {
-			var id blob.ID
-			if err := rows.Scan(bytes32{(*[32]byte)(&id)}); err != nil {
-				return err
-			}
-			present[id] = true
-		}
 		for _, id := range batch {
-			if !present[id] {
-				gone = append(gone, id)
+			if !found[id] {
+				gone[id] = true
 			}
 		}
-		return rows.Err()
+		return nil
 	})
 	return gone, err
 }
@@ -139,7 +116,7 @@ func (ix *Index) AddSnapshot(ctx context.Context, snap repository.SnapshotInfo) 
 
 const snapshotColumns = `id, taken_at, tree, manifest`
 
-func scanSnapshot(row interface{ Scan(...any) error }) (repository.SnapshotInfo, error) {
+func scanSnapshot(row rowScanner) (repository.SnapshotInfo, error) {
 	var s repository.SnapshotInfo
 	err := row.Scan(&s.ID, utc{&s.Time}, bytes32{(*[32]byte)(&s.Tree)}, &s.Manifest)
 	return s, err
@@ -152,30 +129,14 @@ func (ix *Index) Snapshots(ctx context.Context) ([]repository.SnapshotInfo, erro
 	if err != nil {
 		return nil, err
 	}
-	rows, err := ix.db.sql.QueryContext(ctx, `SELECT `+snapshotColumns+` FROM engine_snapshots WHERE repo = $1 ORDER BY taken_at`, repo)
+	out, err := queryAll(ctx, ix.db.sql, scanSnapshot, `SELECT `+snapshotColumns+` FROM engine_snapshots WHERE repo = $1 ORDER BY taken_at`, repo)
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
-	defer rows.Close()
-	var out []repository.SnapshotInfo
-	for rows.Next() {
-		s, err := scanSnapshot(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list snapshots: %w", err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list snapshots: %w", err)
-	}
-	sortSnapshots(out)
-	return out, nil
-}
-
-func sortSnapshots(s []repository.SnapshotInfo) {
-	slices.SortStableFunc(s, func(a, b repository.SnapshotInfo) int {
+	slices.SortFunc(out, func(a, b repository.SnapshotInfo) int {
 		return cmp.Or(a.Time.Compare(b.Time), strings.Compare(a.ID, b.ID))
 	})
+	return out, nil
 }
 
 // Snapshot implements repository.Index.

@@ -228,6 +228,13 @@ func TestIndexLocksPostgres(t *testing.T) {
 		_, err := ix.CommitSnapshot(ctx, snap, []blob.ID{x})
 		return err
 	})
+	// A new epoch, so that Missing writes touches too.
+	if _, err := ix.BeginGC(ctx, "gc", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.EndGC(ctx, "gc"); err != nil {
+		t.Fatal(err)
+	}
 	free("Missing", func(ctx context.Context) error {
 		_, err := ix.Missing(ctx, []blob.ID{x, indextest.BlobID(3)})
 		return err

@@ -90,9 +90,7 @@ func (r *run) collect() error {
 		select {
 		case r.batches <- batch:
 		case <-r.ctx.Done():
-			for _, it := range batch {
-				r.free(it)
-			}
+			r.drop(batch)
 			return r.ctx.Err()
 		}
 		batch, size = nil, 0
@@ -125,9 +123,7 @@ func (r *run) collect() error {
 				}
 			}
 		case <-r.ctx.Done():
-			for _, it := range batch {
-				r.free(it)
-			}
+			r.drop(batch)
 			return r.ctx.Err()
 		}
 	}

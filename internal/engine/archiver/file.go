@@ -27,13 +27,13 @@ type reader struct {
 	chunker *chunker.Chunker
 	fd      fdReader
 	prefix  bytes.Reader
-	noatime bool // O_NOATIME still worth trying
+	euid    uint32
 }
 
 // readFiles reads files until the walker is done.
 func (r *run) readFiles() error {
 	p := r.a.opts.Chunker
-	rd := &reader{r: r, noatime: true}
+	rd := &reader{r: r, euid: uint32(unix.Geteuid())}
 	c, err := chunker.NewBuffer(&rd.fd, p, make([]byte, chunker.BufferSize(p)))
 	if err != nil {
 		return err
@@ -60,7 +60,7 @@ func (rd *reader) file(job fileJob) error {
 	if r.a.hook != nil {
 		r.a.hook("open", p)
 	}
-	fd, err := rd.open(job.dir.fd, n.Name)
+	fd, err := rd.open(job.dir.fd, n.Name, job.st.Uid)
 	if err != nil {
 		n.Type = skipped
 		switch {
@@ -122,15 +122,18 @@ func (e *fatalError) Error() string { return e.err.Error() }
 
 // open opens a regular file of a directory without following a symlink and
 // without blocking on a fifo put in its place, and without updating its
-// access time where the kernel lets us.
-func (rd *reader) open(dirfd int, name string) (int, error) {
+// access time where the kernel lets us. Only the file's owner (or a process
+// with CAP_FOWNER) may ask for that, so it is not tried on others' files
+// (owner, from the walker's lstat): a failed try would double the opens of
+// a backup that does not run as root.
+func (rd *reader) open(dirfd int, name string, owner uint32) (int, error) {
 	flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK
-	if rd.noatime && oNoatime != 0 {
+	if oNoatime != 0 && (rd.euid == 0 || rd.euid == owner) {
 		fd, err := openat(dirfd, name, flags|oNoatime)
 		if !errors.Is(err, unix.EPERM) {
 			return fd, err
 		}
-		// Only the owner (or CAP_FOWNER) may ask for it.
+		// Root without CAP_FOWNER, or the file changed hands.
 	}
 	return openat(dirfd, name, flags)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -143,15 +144,7 @@ func (r *run) stats() Stats {
 	r.mu.Lock()
 	st.Errors = slices.Clone(r.errors)
 	r.mu.Unlock()
-	slices.SortFunc(st.Errors, func(a, b FileError) int {
-		switch {
-		case a.Path < b.Path:
-			return -1
-		case a.Path > b.Path:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(st.Errors, func(a, b FileError) int { return strings.Compare(a.Path, b.Path) })
 	return st
 }
 
@@ -233,9 +226,8 @@ func (r *run) entry(d *dir, i int, name string) error {
 		r.report(d.join(name), err)
 		return nil
 	}
-	r.fill(n, &st)
-	switch n.Type {
-	case tree.File:
+	switch nodeType(uint32(st.Mode)) {
+	case tree.File: // the reader fills the node from the file it opens
 		d.pending.Add(1)
 		select {
 		case r.files <- fileJob{dir: d, index: i, st: st}:
@@ -243,8 +235,11 @@ func (r *run) entry(d *dir, i int, name string) error {
 		case <-r.ctx.Done():
 			return r.ctx.Err()
 		}
-	case tree.Dir:
+	case tree.Dir: // subdir fills it from the directory it opens
 		return r.subdir(d, i)
+	}
+	r.fill(n, &st)
+	switch n.Type {
 	case tree.Symlink:
 		target, err := readlinkat(d.fd, name)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -63,15 +64,7 @@ func readXattrs(fd int) ([]tree.Xattr, error) {
 		}
 		xs = append(xs, tree.Xattr{Name: string(name), Value: value})
 	}
-	slices.SortFunc(xs, func(a, b tree.Xattr) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(xs, func(a, b tree.Xattr) int { return strings.Compare(a.Name, b.Name) })
 	return xs, nil
 }
 

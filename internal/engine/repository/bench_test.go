@@ -80,14 +80,8 @@ func BenchmarkIngestCorpus(b *testing.B) {
 }
 
 func BenchmarkRestoreCorpus(b *testing.B) {
-	dir, size := benchCorpus(b)
 	ctx := context.Background()
-	repo, cleanup := benchRepo(b)
-	defer cleanup()
-	id, _, errs, err := backupCorpus(ctx, repo, dir)
-	if err != nil || len(errs) > 0 {
-		b.Fatalf("backup: %v %v", err, errs)
-	}
+	repo, id, size := storedCorpus(b)
 	b.SetBytes(size)
 	b.ResetTimer()
 	parent := os.Getenv(EnvBenchRestoreDir)
@@ -112,6 +106,19 @@ func BenchmarkRestoreCorpus(b *testing.B) {
 		b.ReportMetric(peakRSS(b), "peak-RSS-MiB")
 		b.StartTimer()
 	}
+}
+
+// storedCorpus backs the corpus up into a fresh benchRepo, removed when the
+// benchmark ends, and returns it with the snapshot id and the corpus size.
+func storedCorpus(b *testing.B) (*repository.Repository, string, int64) {
+	dir, size := benchCorpus(b)
+	repo, cleanup := benchRepo(b)
+	b.Cleanup(cleanup)
+	id, _, errs, err := backupCorpus(context.Background(), repo, dir)
+	if err != nil || len(errs) > 0 {
+		b.Fatalf("backup: %v %v", err, errs)
+	}
+	return repo, id, size
 }
 
 // benchRepo creates a local repository in a fresh directory with a fresh
@@ -272,14 +279,8 @@ func peakRSS(b *testing.B) float64 {
 // the engine's read path apart from the file system's (see
 // BenchmarkRestoreCorpus for a restore to disk).
 func BenchmarkReadBackCorpus(b *testing.B) {
-	dir, size := benchCorpus(b)
 	ctx := context.Background()
-	repo, cleanup := benchRepo(b)
-	defer cleanup()
-	id, _, errs, err := backupCorpus(ctx, repo, dir)
-	if err != nil || len(errs) > 0 {
-		b.Fatalf("backup: %v %v", err, errs)
-	}
+	repo, id, size := storedCorpus(b)
 	b.SetBytes(size)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
+	"maps"
 	"math"
-	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,7 +16,6 @@ import (
 	"github.com/cofferhq/coffer/internal/engine/blobstore"
 	"github.com/cofferhq/coffer/internal/engine/blobstore/mem"
 	"github.com/cofferhq/coffer/internal/engine/blobstore/retry"
-	"github.com/cofferhq/coffer/internal/engine/chunker"
 	"github.com/cofferhq/coffer/internal/engine/pack"
 	"github.com/cofferhq/coffer/internal/engine/repository"
 	"github.com/cofferhq/coffer/internal/engine/repository/repotest"
@@ -29,19 +28,8 @@ func (l *vfLab) plain() map[blob.ID][]byte {
 	out := map[blob.ID][]byte{}
 	for _, files := range l.files {
 		for _, content := range files {
-			c, err := chunker.New(bytes.NewReader(content), l.r.Config().ChunkerParams())
-			if err != nil {
-				l.t.Fatal(err)
-			}
-			for {
-				chunk, err := c.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					l.t.Fatal(err)
-				}
-				out[l.r.BlobID(chunk)] = bytes.Clone(chunk)
+			for _, chunk := range l.chunk(content) {
+				out[l.r.BlobID(chunk)] = chunk
 			}
 		}
 	}
@@ -80,6 +68,7 @@ func (l *vfLab) readsBack(bad map[blob.ID]bool, want error, badSnaps ...int) {
 			l.t.Errorf("blob %s: wrong bytes", id.Short())
 		}
 	}
+	l.readBlobsBack(bad, want)
 	for i, snap := range l.snaps {
 		damaged := false
 		for id := range bad {
@@ -102,6 +91,46 @@ func (l *vfLab) readsBack(bad map[blob.ID]bool, want error, badSnaps ...int) {
 		if d := cmp.Diff(l.files[i], files, vfNilIsEmpty); d != "" {
 			l.t.Errorf("snapshot %d read back wrong (-want +got):\n%s", i, d)
 		}
+	}
+}
+
+// readBlobsBack is readsBack's check of the data blobs through ReadBlobs,
+// the batched reader: it must fail exactly the blobs in bad, with an error
+// matching want, and return the others exactly. A blob the index lacks
+// cannot be requested; it must be in bad.
+func (l *vfLab) readBlobsBack(bad map[blob.ID]bool, want error) {
+	l.t.Helper()
+	ctx := context.Background()
+	plain := l.plain()
+	ids := slices.Collect(maps.Keys(plain))
+	locs, err := l.r.Locate(ctx, ids)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	var reqs []repository.BlobRequest
+	for _, id := range ids {
+		if loc, ok := locs[id]; ok {
+			reqs = append(reqs, repository.BlobRequest{ID: id, Loc: loc})
+		} else if !bad[id] {
+			l.t.Errorf("undamaged blob %s is not indexed", id.Short())
+		}
+	}
+	calls := 0
+	err = l.r.ReadBlobs(ctx, blob.Data, reqs, func(i int, got []byte, err error) error {
+		calls++
+		id := reqs[i].ID
+		switch {
+		case bad[id] && (!errors.Is(err, want) || got != nil):
+			l.t.Errorf("ReadBlobs: blob %s: %d bytes, %v; want %v", id.Short(), len(got), err, want)
+		case !bad[id] && err != nil:
+			l.t.Errorf("ReadBlobs: undamaged blob %s: %v", id.Short(), err)
+		case !bad[id] && !bytes.Equal(got, plain[id]):
+			l.t.Errorf("ReadBlobs: blob %s: wrong bytes", id.Short())
+		}
+		return nil
+	})
+	if err != nil || calls != len(reqs) {
+		l.t.Errorf("ReadBlobs: %d calls for %d requests, %v", calls, len(reqs), err)
 	}
 }
 
@@ -143,7 +172,7 @@ func TestFaultReads(t *testing.T) {
 		{"pack truncated", func(t *testing.T, l *vfLab) {
 			p := l.dataPack()
 			half := p.Size / 2
-			l.edit(p.ID.Name(), func(b []byte) []byte { return b[:half] })
+			repotest.Replace(t, l.raw, p.ID.Name(), func(b []byte) []byte { return b[:half] })
 			bad := map[blob.ID]bool{}
 			for _, b := range l.rows(p.ID) {
 				if int64(b.Offset)+int64(b.Length) > half {
@@ -262,11 +291,10 @@ func TestFaultFlakyBackend(t *testing.T) {
 		OnRetry:     func(string, string, int, time.Duration, error) { retries.Add(1) },
 	})
 	r := repotest.New(t, repotest.Options{Backend: b, Encrypted: true})
-	rng := vfRNG(3)
-	shared := vfRandom(rng, 900<<10)
+	shared := repotest.Random(31, 900<<10)
 	want := []repotest.Files{
-		{"a/shared.bin": shared, "a/one.bin": vfRandom(rng, 1200<<10), "note": []byte("first")},
-		{"a/shared.bin": shared, "b/two.bin": vfRandom(rng, 700<<10), "empty/": nil},
+		{"a/shared.bin": shared, "a/one.bin": repotest.Random(32, 1200<<10), "note": []byte("first")},
+		{"a/shared.bin": shared, "b/two.bin": repotest.Random(33, 700<<10), "empty/": nil},
 	}
 	var ids []string
 	for _, files := range want {
@@ -287,5 +315,3 @@ func TestFaultFlakyBackend(t *testing.T) {
 			injected.Load(), ops.Load(), puts.Load(), reads.Load(), retries.Load())
 	}
 }
-
-func vfRNG(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 11)) }

@@ -104,10 +104,15 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
 	ctx, stop := r.holdGCLease(ctx, o)
 	defer stop()
 
-	if err := r.checkManifestsIndexed(ctx, o); err != nil {
+	// Listed after BeginGC: every commit that saw the old epoch is in it.
+	snaps, err := r.index.Snapshots(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("gc %s: list snapshots: %w", r.Location(), err)
+	}
+	if err := r.checkManifestsIndexed(ctx, o, snaps); err != nil {
 		return rep, fmt.Errorf("gc %s: %w", r.Location(), err)
 	}
-	live, err := r.mark(ctx, rep)
+	live, err := r.mark(ctx, rep, snaps)
 	if err != nil {
 		return rep, fmt.Errorf("gc %s: mark: %w (nothing was deleted)", r.Location(), err)
 	}
@@ -164,18 +169,14 @@ var ErrIndexIncomplete = errors.New("the index lacks snapshots the repository ho
 // writer's session); an old one means the index is stale or was lost — or
 // is the leftover of a commit interrupted between writing its manifest and
 // recording it, which rebuild-index reports as incomplete.
-func (r *Repository) checkManifestsIndexed(ctx context.Context, o GCOptions) error {
-	snaps, err := r.index.Snapshots(ctx)
-	if err != nil {
-		return err
-	}
+func (r *Repository) checkManifestsIndexed(ctx context.Context, o GCOptions, snaps []SnapshotInfo) error {
 	known := make(map[string]bool, len(snaps))
 	for _, s := range snaps {
 		known[s.ID] = true
 	}
 	cutoff := o.Now().Add(-o.OrphanGrace)
 	var unknown []string
-	err = r.backend.List(ctx, SnapshotPrefix, func(oi blobstore.ObjectInfo) error {
+	err := r.backend.List(ctx, SnapshotPrefix, func(oi blobstore.ObjectInfo) error {
 		id := oi.Name[len(SnapshotPrefix):]
 		if !known[id] && oi.ModTime.Before(cutoff) {
 			unknown = append(unknown, id)
@@ -193,18 +194,14 @@ func (r *Repository) checkManifestsIndexed(ctx context.Context, o GCOptions) err
 }
 
 // mark returns every blob reachable from a committed snapshot.
-func (r *Repository) mark(ctx context.Context, rep *GCReport) (map[blob.ID]struct{}, error) {
-	snaps, err := r.index.Snapshots(ctx)
-	if err != nil {
-		return nil, err
-	}
+func (r *Repository) mark(ctx context.Context, rep *GCReport, snaps []SnapshotInfo) (map[blob.ID]struct{}, error) {
 	rep.Snapshots = len(snaps)
 	roots := make([]blob.ID, len(snaps))
 	for i, s := range snaps {
 		roots[i] = s.Tree
 	}
 	live := map[blob.ID]struct{}{}
-	err = r.Reach(ctx, roots, live, func(blob.Type, blob.ID) error { return nil })
+	err := r.Reach(ctx, roots, live, func(blob.Type, blob.ID) error { return nil })
 	return live, err
 }
 
@@ -305,7 +302,7 @@ func (s *sweep) shouldRepack(p PackInfo, kept int64) bool {
 // packsAfterDelete looks again at every pack that had garbage (rows that
 // survived the conditional delete stay) and removes or repacks it.
 func (s *sweep) packsAfterDelete(ctx context.Context) error {
-	var repack []PackInfo
+	var repack []packRows
 	for id, u := range s.packs {
 		if !u.garbage() {
 			continue
@@ -325,7 +322,7 @@ func (s *sweep) packsAfterDelete(ctx context.Context) error {
 			kept += int64(b.Length)
 		}
 		if s.shouldRepack(u.info, kept) {
-			repack = append(repack, u.info)
+			repack = append(repack, packRows{u.info, rows})
 		}
 	}
 	return s.repack(ctx, repack)
@@ -350,10 +347,16 @@ func (s *sweep) deletePack(ctx context.Context, p PackInfo) error {
 	return nil
 }
 
+// packRows is a pack and the index rows that still point into it.
+type packRows struct {
+	info PackInfo
+	rows []IndexedBlob
+}
+
 // repack copies the live blobs of packs into new packs, points their rows
 // at the new packs, and deletes the old ones. Every copied blob is read and
 // authenticated first: damage is never copied into a new pack.
-func (s *sweep) repack(ctx context.Context, packs []PackInfo) error {
+func (s *sweep) repack(ctx context.Context, packs []packRows) error {
 	if len(packs) == 0 {
 		return nil
 	}
@@ -379,24 +382,34 @@ func (s *sweep) repack(ctx context.Context, packs []PackInfo) error {
 		return err
 	}
 	defer w.Close()
-	var buf []byte
 	for _, p := range packs {
-		rows, err := s.repo.index.PackBlobs(ctx, p.ID)
-		if err != nil {
-			return fmt.Errorf("list blobs of pack %s: %w", p.ID, err)
+		mu.Lock()
+		for _, b := range p.rows {
+			origin[b.ID] = p.info.ID
 		}
-		for _, b := range rows {
-			buf, err = s.repo.readAt(ctx, b.Type, b.ID, b.Location, buf[:0])
+		mu.Unlock()
+		// ReadBlobs reads one type at a time, in as few ranged reads as
+		// the rows' offsets allow.
+		for _, t := range []blob.Type{blob.Data, blob.Tree} {
+			var reqs []BlobRequest
+			for _, b := range p.rows {
+				if b.Type == t {
+					reqs = append(reqs, BlobRequest{ID: b.ID, Loc: b.Location})
+				}
+			}
+			err := s.repo.ReadBlobs(ctx, t, reqs, func(i int, plain []byte, err error) error {
+				if err != nil {
+					return fmt.Errorf("repack: %w (run verify; the pack is left as it is)", err)
+				}
+				if _, err := w.Save(ctx, t, reqs[i].ID, plain, blob.Default); err != nil {
+					return fmt.Errorf("repack pack %s: %w", p.info.ID, err)
+				}
+				s.rep.MovedBlobs++
+				return nil
+			})
 			if err != nil {
-				return fmt.Errorf("repack: %w (run verify; the pack is left as it is)", err)
+				return err
 			}
-			mu.Lock()
-			origin[b.ID] = p.ID
-			mu.Unlock()
-			if _, err := w.Save(ctx, b.Type, b.ID, buf, blob.Default); err != nil {
-				return fmt.Errorf("repack pack %s: %w", p.ID, err)
-			}
-			s.rep.MovedBlobs++
 		}
 	}
 	if err := w.Flush(ctx); err != nil {
@@ -413,7 +426,7 @@ func (s *sweep) repack(ctx context.Context, packs []PackInfo) error {
 	s.rep.ReclaimedBytes -= st.PackBytes
 	for _, p := range packs {
 		before := s.rep.DeletedPacks
-		if err := s.deletePack(ctx, p); err != nil {
+		if err := s.deletePack(ctx, p.info); err != nil {
 			return err
 		}
 		if s.rep.DeletedPacks > before {
@@ -429,6 +442,8 @@ func (s *sweep) repack(ctx context.Context, packs []PackInfo) error {
 // a pack and indexing it, or of a GC that stopped between removing a pack's
 // row and its object.
 func (s *sweep) orphans(ctx context.Context) error {
+	// A fresh listing, not s.packs: the orphan test must see every pack
+	// indexed up to now, not only those indexed before the sweep began.
 	known := map[pack.ID]bool{}
 	err := s.repo.index.Packs(ctx, func(p PackInfo) error {
 		known[p.ID] = true

@@ -153,7 +153,7 @@ func testGCConcurrent(t *testing.T, indexes func(repoID string) (repository.Inde
 	if rep := gcRun(t, r, repository.GCOptions{RepackBelow: 0.9}); rep.DeadBlobs != 0 || rep.DeletedPacks != 0 || rep.RepackedPacks != 0 {
 		t.Errorf("a second collection with no backups running still found work: %+v", rep)
 	}
-	stored := gcObjects(t, backend, "packs/")
+	stored := repotest.Objects(t, backend, "packs/")
 	state := gcStateOf(t, r)
 	for _, p := range state.Packs {
 		if _, ok := stored[p.ID.Name()]; !ok {
@@ -386,7 +386,7 @@ func TestGCOrphanRecreatedWhileSwept(t *testing.T) {
 			}
 			idx.failAddPack.Store(false)
 			storeClock.Add(48 * time.Hour)
-			orphans := gcObjects(t, b, "packs/")
+			orphans := repotest.Objects(t, b, "packs/")
 			if len(orphans) != 1 {
 				t.Fatalf("%d orphan packs, want 1", len(orphans))
 			}

@@ -90,19 +90,6 @@ func gcStateOf(t testing.TB, r *repository.Repository) gcIndexState {
 }
 
 // gcObjects lists every object of the repository's backend: name → size.
-func gcObjects(t testing.TB, b blobstore.Backend, prefix string) map[string]int64 {
-	t.Helper()
-	m := map[string]int64{}
-	err := b.List(context.Background(), prefix, func(o blobstore.ObjectInfo) error {
-		m[o.Name] = o.Size
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("list %q: %v", prefix, err)
-	}
-	return m
-}
-
 // gcReachable returns the blobs a snapshot reaches.
 func gcReachable(t testing.TB, r *repository.Repository, snapIDs ...string) map[blob.ID]struct{} {
 	t.Helper()
@@ -233,7 +220,7 @@ func TestGCForgetSharedSnapshot(t *testing.T) {
 		t.Fatalf("scenario: %d live blobs indexed of %d reachable, %d dead, %d packs to delete; want all reachable indexed, ≥5 dead, ≥2 packs",
 			want.LiveBlobs, len(live), want.DeadBlobs, want.DeletedPacks)
 	}
-	objsBefore := gcObjects(t, r.Backend(), "")
+	objsBefore := repotest.Objects(t, r.Backend(), "")
 
 	rep := gcRun(t, r, repository.GCOptions{})
 	if diff := cmp.Diff(&want, rep, gcIgnoreDuration); diff != "" {
@@ -249,7 +236,7 @@ func TestGCForgetSharedSnapshot(t *testing.T) {
 	if len(after.Blobs) != len(live) {
 		t.Errorf("%d blobs indexed after GC, want the %d that snapshot %s reaches", len(after.Blobs), len(live), a)
 	}
-	objsAfter := gcObjects(t, r.Backend(), "")
+	objsAfter := repotest.Objects(t, r.Backend(), "")
 	for _, id := range doomedPacks {
 		if _, ok := objsAfter[id.Name()]; ok {
 			t.Errorf("pack %s lost all its blobs but is still stored", id)
@@ -390,12 +377,12 @@ func TestGCDryRun(t *testing.T) {
 			keep, files := c.setup(t, r)
 			orphan := gcStoreOrphan(t, r, gcRNG(t))
 
-			state, objs := gcStateOf(t, r), gcObjects(t, r.Backend(), "")
+			state, objs := gcStateOf(t, r), repotest.Objects(t, r.Backend(), "")
 			dry := gcRun(t, r, repository.GCOptions{DryRun: true, RepackBelow: 0.5, Now: later})
 			if diff := cmp.Diff(state, gcStateOf(t, r)); diff != "" {
 				t.Errorf("dry run changed the index (-before +after):\n%s", diff)
 			}
-			if diff := cmp.Diff(objs, gcObjects(t, r.Backend(), "")); diff != "" {
+			if diff := cmp.Diff(objs, repotest.Objects(t, r.Backend(), "")); diff != "" {
 				t.Errorf("dry run changed storage (-before +after):\n%s", diff)
 			}
 			if !dry.DryRun || dry.DeletedBlobs == 0 || dry.OrphanPacks != 1 {
@@ -468,8 +455,8 @@ func TestGCOrphanPacks(t *testing.T) {
 	files := repotest.Files{"f": gcRandom(rng, 300<<10)}
 	snap, _ := repotest.WriteSnapshot(t, r, files)
 	orphan := gcStoreOrphan(t, r, rng)
-	size := gcObjects(t, r.Backend(), "packs/")[orphan.Name()]
-	indexed := gcObjects(t, r.Backend(), "packs/")
+	size := repotest.Objects(t, r.Backend(), "packs/")[orphan.Name()]
+	indexed := repotest.Objects(t, r.Backend(), "packs/")
 	delete(indexed, orphan.Name())
 
 	at := func(d time.Duration) func() time.Time { return func() time.Time { return time.Now().Add(d) } }
@@ -494,7 +481,7 @@ func TestGCOrphanPacks(t *testing.T) {
 		}
 	}
 	// Indexed packs are as old, and stay.
-	after := gcObjects(t, r.Backend(), "packs/")
+	after := repotest.Objects(t, r.Backend(), "packs/")
 	if diff := cmp.Diff(indexed, after); diff != "" {
 		t.Errorf("indexed packs changed (-before +after):\n%s", diff)
 	}
@@ -505,7 +492,9 @@ func TestGCSparesBlobsTouchedByRunningWriter(t *testing.T) {
 	ctx := context.Background()
 	rng := gcRNG(t)
 	r := repotest.New(t, repotest.Options{})
-	old := repotest.Files{"a": gcRandom(rng, 100<<10), "b": gcRandom(rng, 30<<10)}
+	// Both below the chunker's minimum, so each is one blob whose id is
+	// BlobID of the content.
+	old := repotest.Files{"a": gcRandom(rng, 60<<10), "b": gcRandom(rng, 30<<10)}
 	s1, root1 := repotest.WriteSnapshot(t, r, old)
 	// A collection while the snapshot lives advances the epoch past the
 	// one its blobs were touched at; a session that began at that epoch
@@ -612,7 +601,7 @@ func TestGCCommitAfterBlobsCollected(t *testing.T) {
 			if rep := gcRun(t, r, repository.GCOptions{}); rep.DeletedBlobs != len(dir[0].Content)+2 {
 				t.Fatalf("GC deleted %d blobs, want all of the forgotten snapshot's", rep.DeletedBlobs)
 			}
-			snapsBefore := gcObjects(t, r.Backend(), repository.SnapshotPrefix)
+			snapsBefore := repotest.Objects(t, r.Backend(), repository.SnapshotPrefix)
 
 			node, want := c.root(dir, top[0].Subtree)
 			enc, err := (&tree.Tree{Nodes: []tree.Node{node}}).Encode()
@@ -634,7 +623,7 @@ func TestGCCommitAfterBlobsCollected(t *testing.T) {
 			if snaps, err := r.Snapshots(ctx); err != nil || len(snaps) != 0 {
 				t.Errorf("snapshots after the refused commit: %d (%v), want none", len(snaps), err)
 			}
-			if diff := cmp.Diff(snapsBefore, gcObjects(t, r.Backend(), repository.SnapshotPrefix)); diff != "" {
+			if diff := cmp.Diff(snapsBefore, repotest.Objects(t, r.Backend(), repository.SnapshotPrefix)); diff != "" {
 				t.Errorf("manifest objects after the refused commit (-before +after):\n%s", diff)
 			}
 		})
@@ -653,14 +642,14 @@ func TestGCLease(t *testing.T) {
 	if _, err := idx.BeginGC(ctx, "other server", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	state, objs := gcStateOf(t, r), gcObjects(t, r.Backend(), "")
+	state, objs := gcStateOf(t, r), repotest.Objects(t, r.Backend(), "")
 	if _, err := r.GC(ctx, repository.GCOptions{}); !errors.Is(err, repository.ErrGCRunning) {
 		t.Fatalf("GC while another holds the lease: %v, want ErrGCRunning", err)
 	}
 	if diff := cmp.Diff(state, gcStateOf(t, r)); diff != "" {
 		t.Errorf("a refused GC changed the index:\n%s", diff)
 	}
-	if diff := cmp.Diff(objs, gcObjects(t, r.Backend(), "")); diff != "" {
+	if diff := cmp.Diff(objs, repotest.Objects(t, r.Backend(), "")); diff != "" {
 		t.Errorf("a refused GC changed storage:\n%s", diff)
 	}
 
@@ -689,7 +678,7 @@ func TestGCMarkFailureDeletesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	state, objs := gcStateOf(t, r), gcObjects(t, r.Backend(), "")
+	state, objs := gcStateOf(t, r), repotest.Objects(t, r.Backend(), "")
 	later := func() time.Time { return time.Now().Add(48 * time.Hour) }
 	_, err = r.GC(ctx, repository.GCOptions{RepackBelow: 1, Now: later})
 	if !errors.Is(err, blobstore.ErrNotFound) {
@@ -698,7 +687,7 @@ func TestGCMarkFailureDeletesNothing(t *testing.T) {
 	if diff := cmp.Diff(state, gcStateOf(t, r)); diff != "" {
 		t.Errorf("a failed mark changed the index:\n%s", diff)
 	}
-	if diff := cmp.Diff(objs, gcObjects(t, r.Backend(), "")); diff != "" {
+	if diff := cmp.Diff(objs, repotest.Objects(t, r.Backend(), "")); diff != "" {
 		t.Errorf("a failed mark changed storage:\n%s", diff)
 	}
 }

@@ -56,9 +56,6 @@ func (r *Repository) ReadBlob(ctx context.Context, t blob.Type, id blob.ID, loc 
 }
 
 func (r *Repository) readAt(ctx context.Context, t blob.Type, id blob.ID, loc Location, dst []byte) ([]byte, error) {
-	if loc.Type != t {
-		return nil, fmt.Errorf("load %s blob %s: the index records it as a %s blob: %w", t, id, loc.Type, blob.ErrCorrupt)
-	}
 	name := loc.Pack.Name()
 	stored, err := blobstore.ReadRange(ctx, r.backend, name, int64(loc.Offset), int64(loc.Length))
 	if errors.Is(err, blobstore.ErrRange) {
@@ -67,9 +64,5 @@ func (r *Repository) readAt(ctx context.Context, t blob.Type, id blob.ID, loc Lo
 	if err != nil {
 		return nil, fmt.Errorf("load %s blob %s from pack %s: %w", t, id, name, err)
 	}
-	out, err := r.codec.Decode(dst, t, id, stored, int(loc.RawLength))
-	if err != nil {
-		return nil, fmt.Errorf("load from pack %s in %s: %w", name, r.Location(), err)
-	}
-	return out, nil
+	return r.decodeAt(t, id, loc, stored, dst)
 }

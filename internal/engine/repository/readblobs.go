@@ -34,7 +34,8 @@ const (
 // during the call, or the blob's own error (as ReadBlob would return it:
 // damaged blobs match blob.ErrCorrupt). A pack gone since the lookup
 // (repacked by garbage collection) is read blob by blob through ReadBlob,
-// which follows the move. ReadBlobs returns fn's first error, or ctx's.
+// which follows the move; so is a pack shorter than the range, so that
+// only the blobs it lost fail. ReadBlobs returns fn's first error, or ctx's.
 func (r *Repository) ReadBlobs(ctx context.Context, t blob.Type, reqs []BlobRequest, fn func(i int, plaintext []byte, err error) error) error {
 	order := make([]int, len(reqs))
 	for i := range order {
@@ -54,7 +55,7 @@ func (r *Repository) ReadBlobs(ctx context.Context, t blob.Type, reqs []BlobRequ
 		order = order[n:]
 		var err error
 		raw, err = r.readSpan(ctx, reqs[run[0]].Loc, start, end, raw)
-		if errors.Is(err, blobstore.ErrNotFound) {
+		if errors.Is(err, blobstore.ErrNotFound) || errors.Is(err, blobstore.ErrRange) {
 			for _, i := range run {
 				out, berr := r.ReadBlob(ctx, t, reqs[i].ID, reqs[i].Loc, plain[:0])
 				if berr == nil {
@@ -115,7 +116,8 @@ func (r *Repository) readSpan(ctx context.Context, loc Location, start, end uint
 	return buf, nil
 }
 
-// decodeAt decodes one stored blob read from its pack.
+// decodeAt decodes one stored blob read from its pack, the stored bytes
+// at loc, checking that loc is of type t.
 func (r *Repository) decodeAt(t blob.Type, id blob.ID, loc Location, stored, dst []byte) ([]byte, error) {
 	if loc.Type != t {
 		return nil, fmt.Errorf("load %s blob %s: the index records it as a %s blob: %w", t, id, loc.Type, blob.ErrCorrupt)

@@ -172,7 +172,7 @@ func (rb *rebuild) damaged(name string, err error) {
 // addPack reads one pack's trailer and indexes its blobs. seq numbers the
 // pack in this rebuild.
 func (rb *rebuild) addPack(ctx context.Context, seq int, id pack.ID, o blobstore.ObjectInfo) error {
-	entries, err := readPackTrailer(ctx, rb.repo.backend, rb.repo.codec, o.Name, o.Size)
+	entries, _, err := readPackTrailer(ctx, rb.repo.backend, rb.repo.codec, o.Name, o.Size, trailerReadAhead)
 	switch {
 	case errors.Is(err, blobstore.ErrNotFound):
 		return nil // deleted since the listing
@@ -221,35 +221,40 @@ func (rb *rebuild) addPack(ctx context.Context, seq int, id pack.ID, o blobstore
 	return nil
 }
 
-// trailerReadAhead is how much of a pack's end readPackTrailer reads at
-// first: the footer and, for most packs, the whole trailer, in one request.
+// trailerReadAhead is how much of a pack's end Rebuild reads at first: the
+// footer and, for most packs, the whole trailer, in one request.
 const trailerReadAhead = 32 << 10
 
 // readPackTrailer reads the entries of pack object name, of size bytes,
-// with ranged reads of its end. A damaged footer or trailer matches
+// with ranged reads of its end: first the last ahead bytes (at least the
+// footer), then the rest of the trailer if they did not hold it all. It
+// also returns how many bytes it read. A damaged footer or trailer matches
 // pack.ErrCorrupt.
-func readPackTrailer(ctx context.Context, b blobstore.Backend, codec *blob.Codec, name string, size int64) ([]pack.Entry, error) {
+func readPackTrailer(ctx context.Context, b blobstore.Backend, codec *blob.Codec, name string, size, ahead int64) ([]pack.Entry, int64, error) {
 	if size < pack.FooterSize {
 		_, err := pack.TrailerLength(nil, size)
-		return nil, err
+		return nil, 0, err
 	}
-	tailLen := min(size, trailerReadAhead)
+	tailLen := min(size, max(ahead, pack.FooterSize))
 	tail, err := blobstore.ReadRange(ctx, b, name, size-tailLen, tailLen)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	footer := tail[len(tail)-pack.FooterSize:]
-	n, err := pack.TrailerLength(footer, size)
+	read := tailLen
+	n, err := pack.TrailerLength(tail[len(tail)-pack.FooterSize:], size)
 	if err != nil {
-		return nil, err
+		return nil, read, err
 	}
 	var sealed []byte
 	if int64(n)+pack.FooterSize <= tailLen {
 		sealed = tail[len(tail)-pack.FooterSize-n : len(tail)-pack.FooterSize]
 	} else if sealed, err = blobstore.ReadRange(ctx, b, name, size-pack.FooterSize-int64(n), int64(n)); err != nil {
-		return nil, err
+		return nil, read, err
+	} else {
+		read += int64(n)
 	}
-	return pack.ParseTrailer(codec, sealed, size)
+	entries, err := pack.ParseTrailer(codec, sealed, size)
+	return entries, read, err
 }
 
 // snapshots adds the manifests the index lacks, oldest name first, each
@@ -315,8 +320,9 @@ func (rb *rebuild) skip(id, reason string) {
 	rb.rep.SkippedSnapshots = append(rb.rep.SkippedSnapshots, SkippedSnapshot{ID: id, Reason: reason})
 }
 
-// lookupBatch bounds the ids of one index lookup.
-const lookupBatch = 500
+// lookupBatch bounds the ids of one index lookup (Rebuild, Verify and
+// GroupUsage look blobs up in batches).
+const lookupBatch = 1000
 
 // closure checks that every blob reachable from root is indexed with the
 // right type; trees are read, and so authenticated, on the way. It returns

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -24,14 +23,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
-
-// random returns n incompressible bytes, the same for the same seed.
-func random(seed uint64, n int) []byte {
-	b := make([]byte, n)
-	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
-	r.Read(b)
-	return b
-}
 
 // commitAt stores files and commits them as a snapshot taken at when.
 func commitAt(t *testing.T, r *repository.Repository, files repotest.Files, when time.Time) string {
@@ -100,23 +91,19 @@ var sameBytes = cmp.Comparer(bytes.Equal)
 // sampleFiles are three snapshots' worth of files: several packs (1 MiB
 // packs), shared content, an empty directory.
 func writeSamples(t *testing.T, r *repository.Repository) []string {
-	shared := random(1, 700<<10)
+	shared := repotest.Random(1, 700<<10)
 	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	return []string{
 		commitAt(t, r, repotest.Files{"etc/hosts": []byte("127.0.0.1 localhost\n"), "var/big": shared, "home/": nil}, base),
 		commitAt(t, r, repotest.Files{"etc/hosts": []byte("127.0.0.1 localhost\n"), "var/big": shared,
-			"var/other": random(2, 1500<<10)}, base.Add(time.Hour)),
-		commitAt(t, r, repotest.Files{"a/b/c/deep": random(3, 300<<10), "a/copy": shared, "empty": {}}, base.Add(2*time.Hour)),
+			"var/other": repotest.Random(2, 1500<<10)}, base.Add(time.Hour)),
+		commitAt(t, r, repotest.Files{"a/b/c/deep": repotest.Random(3, 300<<10), "a/copy": shared, "empty": {}}, base.Add(2*time.Hour)),
 	}
 }
 
 func TestRebuild(t *testing.T) {
 	for _, encrypted := range []bool{false, true} {
-		name := "unencrypted"
-		if encrypted {
-			name = "encrypted"
-		}
-		t.Run(name, func(t *testing.T) {
+		t.Run(vfEncName(encrypted), func(t *testing.T) {
 			ctx := context.Background()
 			backend, key := mem.New(mem.Options{Name: t.Name()}), repotest.MasterKey()
 			a := repotest.New(t, repotest.Options{Backend: backend, MasterKey: key, Encrypted: encrypted})
@@ -183,7 +170,7 @@ func TestRebuildPartialIndex(t *testing.T) {
 	ctx := context.Background()
 	backend, key := mem.New(mem.Options{Name: t.Name()}), repotest.MasterKey()
 	a := repotest.New(t, repotest.Options{Backend: backend, MasterKey: key})
-	shared := random(10, 900<<10)
+	shared := repotest.Random(10, 900<<10)
 	first := commitAt(t, a, repotest.Files{"x": shared}, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 
 	// The older copy of the database: it knows only the first snapshot.
@@ -198,7 +185,7 @@ func TestRebuildPartialIndex(t *testing.T) {
 	}
 	partial := stateOf(t, b)
 
-	commitAt(t, a, repotest.Files{"x": shared, "y": random(11, 1200<<10)}, time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC))
+	commitAt(t, a, repotest.Files{"x": shared, "y": repotest.Random(11, 1200<<10)}, time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC))
 	want := stateOf(t, a)
 	rep, err := b.Rebuild(ctx, repository.RebuildOptions{})
 	if err != nil {
@@ -222,7 +209,7 @@ func TestRebuildDuplicates(t *testing.T) {
 	ctx := context.Background()
 	backend, key := mem.New(mem.Options{Name: t.Name()}), repotest.MasterKey()
 	a := repotest.New(t, repotest.Options{Backend: backend, MasterKey: key})
-	x, y, z := random(40, 100<<10), random(41, 100<<10), random(42, 100<<10)
+	x, y, z := repotest.Random(40, 100<<10), repotest.Random(41, 100<<10), repotest.Random(42, 100<<10)
 	for _, blobs := range [][][]byte{{x, y}, {x, z}} {
 		w, err := a.NewWriter(ctx, repository.WriterOptions{})
 		if err != nil {
@@ -238,7 +225,7 @@ func TestRebuildDuplicates(t *testing.T) {
 		}
 		w.Close()
 	}
-	if n := len(packsOf(t, backend)); n != 2 {
+	if n := len(repotest.Objects(t, backend, "packs/")); n != 2 {
 		t.Fatalf("%d packs, want 2", n)
 	}
 	b, err := repository.Open(ctx, backend, memindex.New(memindex.Options{}), key)
@@ -261,43 +248,11 @@ func TestRebuildDuplicates(t *testing.T) {
 	}
 }
 
-// replace rewrites an object (tests only: the engine never does).
-func replace(t *testing.T, b blobstore.Backend, name string, edit func([]byte) []byte) {
-	t.Helper()
-	ctx := context.Background()
-	info, err := b.Stat(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := blobstore.ReadRange(ctx, b, name, 0, info.Size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data = edit(data)
-	if err := b.Delete(ctx, name); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Put(ctx, name, bytes.NewReader(data), int64(len(data))); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func put(t *testing.T, b blobstore.Backend, name string, data []byte) {
 	t.Helper()
 	if err := b.Put(context.Background(), name, bytes.NewReader(data), int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// packsOf lists the pack objects in storage.
-func packsOf(t *testing.T, b blobstore.Backend) map[string]bool {
-	t.Helper()
-	out := map[string]bool{}
-	err := b.List(context.Background(), "packs/", func(o blobstore.ObjectInfo) error { out[o.Name] = true; return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func skippedIDs(rep *repository.RebuildReport) []string {
@@ -318,11 +273,11 @@ func TestRebuildDamage(t *testing.T) {
 	backend, key := mem.New(mem.Options{Name: t.Name()}), repotest.MasterKey()
 	a := repotest.New(t, repotest.Options{Backend: backend, MasterKey: key, Encrypted: true})
 	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	keep := commitAt(t, a, repotest.Files{"kept/file": random(20, 600<<10), "kept/small": []byte("hello")}, base)
+	keep := commitAt(t, a, repotest.Files{"kept/file": repotest.Random(20, 600<<10), "kept/small": []byte("hello")}, base)
 	keepFiles := repotest.ReadFiles(t, a, keep)
 
-	before := packsOf(t, backend)
-	lostFiles := repotest.Files{"lost/one": random(21, 1100<<10), "lost/two": random(22, 900<<10)}
+	before := repotest.Objects(t, backend, "packs/")
+	lostFiles := repotest.Files{"lost/one": repotest.Random(21, 1100<<10), "lost/two": repotest.Random(22, 900<<10)}
 	lost := commitAt(t, a, lostFiles, base.Add(time.Hour))
 	// The same tree again, later: it needs the damaged pack just as much,
 	// though its trees were all walked (and found) for the first one.
@@ -331,8 +286,8 @@ func TestRebuildDamage(t *testing.T) {
 	// Damage a pack of the second backup that holds data blobs only, so
 	// those snapshots' trees stay readable and only their data is lost.
 	var victim pack.ID
-	for name := range packsOf(t, backend) {
-		if before[name] {
+	for name := range repotest.Objects(t, backend, "packs/") {
+		if _, ok := before[name]; ok {
 			continue
 		}
 		id, err := pack.ParseName(name)
@@ -350,7 +305,7 @@ func TestRebuildDamage(t *testing.T) {
 	if victim == (pack.ID{}) {
 		t.Fatal("the second backup made no pack of data blobs only")
 	}
-	replace(t, backend, victim.Name(), func(b []byte) []byte {
+	repotest.Replace(t, backend, victim.Name(), func(b []byte) []byte {
 		b[len(b)-pack.FooterSize-10] ^= 1 // inside the sealed trailer
 		return b
 	})
@@ -369,7 +324,7 @@ func TestRebuildDamage(t *testing.T) {
 
 	// A manifest changed in storage.
 	tampered := commitAt(t, a, repotest.Files{"t": []byte("tampered")}, base.Add(4*time.Hour))
-	replace(t, backend, repository.SnapshotPrefix+tampered, func(b []byte) []byte { b[len(b)/2] ^= 1; return b })
+	repotest.Replace(t, backend, repository.SnapshotPrefix+tampered, func(b []byte) []byte { b[len(b)/2] ^= 1; return b })
 
 	b, err := repository.Open(ctx, backend, memindex.New(memindex.Options{}), key)
 	if err != nil {
@@ -442,7 +397,7 @@ func TestRebuildStopsOnStorageFailure(t *testing.T) {
 	}})
 	key := repotest.MasterKey()
 	a := repotest.New(t, repotest.Options{Backend: backend, MasterKey: key})
-	repotest.WriteSnapshot(t, a, repotest.Files{"f": random(30, 400<<10)})
+	repotest.WriteSnapshot(t, a, repotest.Files{"f": repotest.Random(30, 400<<10)})
 	b, err := repository.Open(ctx, backend, memindex.New(memindex.Options{}), key)
 	if err != nil {
 		t.Fatal(err)

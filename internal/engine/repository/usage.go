@@ -188,7 +188,7 @@ func (r *Repository) markOwner(ctx context.Context, ss []SnapshotInfo, g int32, 
 // UniqueBytes when it has one owner, to SharedBytes of each owner when it
 // has several.
 func (r *Repository) countOwned(ctx context.Context, own *ownership, names []string, out map[string]*SetUsage) error {
-	ids := make([]blob.ID, 0, min(len(own.of), usageLookupBatch))
+	ids := make([]blob.ID, 0, min(len(own.of), lookupBatch))
 	count := func() error {
 		locs, err := r.index.Lookup(ctx, ids)
 		if err != nil {
@@ -219,7 +219,7 @@ func (r *Repository) countOwned(ctx context.Context, own *ownership, names []str
 	}
 	for id := range own.of {
 		ids = append(ids, id)
-		if len(ids) == usageLookupBatch {
+		if len(ids) == lookupBatch {
 			if err := count(); err != nil {
 				return err
 			}
@@ -227,9 +227,6 @@ func (r *Repository) countOwned(ctx context.Context, own *ownership, names []str
 	}
 	return count()
 }
-
-// usageLookupBatch bounds the ids of one index lookup.
-const usageLookupBatch = 1000
 
 // ownership records which owners reach each blob. Sets of owners are
 // interned: a repository has few distinct ones (most blobs have one owner),

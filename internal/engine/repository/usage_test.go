@@ -3,6 +3,7 @@ package repository_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -31,9 +32,8 @@ type usageLab struct {
 
 func newUsageLab(t *testing.T, encrypted bool) *usageLab {
 	t.Helper()
-	rng := vfRNG(5)
-	a, b, c, d, e := vfRandom(rng, 900<<10), vfRandom(rng, 700<<10), vfRandom(rng, 600<<10),
-		vfRandom(rng, 400<<10), vfRandom(rng, 300<<10)
+	a, b, c, d, e := repotest.Random(51, 900<<10), repotest.Random(52, 700<<10), repotest.Random(53, 600<<10),
+		repotest.Random(54, 400<<10), repotest.Random(55, 300<<10)
 	l := &usageLab{r: repotest.New(t, repotest.Options{Encrypted: encrypted}), files: []repotest.Files{
 		{"shared/a.bin": a, "one/b.bin": b, "same.txt": []byte("same"), "solo.bin": e},
 		{"shared/a.bin": a, "two/c.bin": c, "same.txt": []byte("same")},
@@ -70,13 +70,7 @@ func (l *usageLab) reach(t *testing.T, ids ...string) map[blob.ID]int64 {
 			t.Fatal(err)
 		}
 	}
-	list := slices.Collect(func(yield func(blob.ID) bool) {
-		for id := range seen {
-			if !yield(id) {
-				return
-			}
-		}
-	})
+	list := slices.Collect(maps.Keys(seen))
 	locs, err := l.r.Locate(ctx, list)
 	if err != nil || len(locs) != len(list) {
 		t.Fatalf("locate %d blobs: %d found, %v", len(list), len(locs), err)
@@ -168,16 +162,12 @@ func TestUsageSets(t *testing.T) {
 	}
 }
 
-// storage sums the pack objects in storage.
+// usageStorage sums the pack objects in storage.
 func usageStorage(t *testing.T, b blobstore.Backend) (packs int, size int64) {
 	t.Helper()
-	err := b.List(context.Background(), "packs/", func(o blobstore.ObjectInfo) error {
+	for _, n := range repotest.Objects(t, b, "packs/") {
 		packs++
-		size += o.Size
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+		size += n
 	}
 	return packs, size
 }

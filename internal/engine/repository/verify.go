@@ -114,9 +114,6 @@ type Affected struct {
 // chunk that thousands of files share should not make the report huge.
 const maxAffectedPaths = 1000
 
-// verifyLookupBatch bounds the ids of one index lookup.
-const verifyLookupBatch = 1000
-
 // Verify checks the repository against its index and reports every problem
 // it finds; see VerifyOptions for the two levels. Damage goes into the
 // report. Verify returns an error only when it cannot go on: the index
@@ -384,30 +381,12 @@ func (v *verifier) checkPack(ctx context.Context, p PackInfo, whole bool) error 
 	return nil
 }
 
-// readTrailer reads and opens a pack's trailer by ranged reads of its end.
-// It returns nil entries when the trailer is damaged (recorded).
+// readTrailer reads and opens a pack's trailer by ranged reads of its
+// footer and trailer alone: the structure level reads no blob data. It
+// returns nil entries when the trailer is damaged (recorded).
 func (v *verifier) readTrailer(ctx context.Context, name string, size int64) ([]pack.Entry, error) {
-	b := v.r.backend
-	entries, err := func() ([]pack.Entry, error) {
-		if size < pack.FooterSize {
-			return nil, fmt.Errorf("pack of %d bytes is too short for its footer: %w", size, pack.ErrCorrupt)
-		}
-		footer, err := blobstore.ReadRange(ctx, b, name, size-pack.FooterSize, pack.FooterSize)
-		if err != nil {
-			return nil, err
-		}
-		v.read(pack.FooterSize)
-		n, err := pack.TrailerLength(footer, size)
-		if err != nil {
-			return nil, err
-		}
-		sealed, err := blobstore.ReadRange(ctx, b, name, size-pack.FooterSize-int64(n), int64(n))
-		if err != nil {
-			return nil, err
-		}
-		v.read(int64(n))
-		return pack.ParseTrailer(v.r.codec, sealed, size)
-	}()
+	entries, n, err := readPackTrailer(ctx, v.r.backend, v.r.codec, name, size, pack.FooterSize)
+	v.read(n)
 	if err != nil && stops(ctx, err) {
 		return nil, err
 	}
@@ -450,7 +429,7 @@ func (v *verifier) readPack(ctx context.Context, p PackInfo, size int64, rows []
 		if end > size {
 			continue // reported by checkPack
 		}
-		plain, err := v.r.codec.Decode(buf[:0], b.Type, b.ID, data[b.Offset:end], int(b.RawLength))
+		plain, err := v.r.decodeAt(b.Type, b.ID, b.Location, data[b.Offset:end], buf[:0])
 		if err == nil && b.Type == blob.Tree {
 			_, err = tree.Decode(plain)
 		}
@@ -500,20 +479,32 @@ func (v *verifier) compare(p PackInfo, rows []IndexedBlob, entries []pack.Entry)
 
 // trees walks every snapshot's trees once, loading and authenticating each
 // tree, and checks that every blob they reach is indexed as what it is
-// referenced as. Unlike Reach it goes on past a damaged tree.
+// referenced as. Unlike Reach it goes on past a damaged tree, and it looks
+// blobs up, trees included, in batches rather than one by one.
 func (v *verifier) trees(ctx context.Context, snaps []SnapshotInfo) error {
 	v.progress("trees", false)
+	type ref struct {
+		t  blob.Type
+		id blob.ID
+	}
 	seen := map[blob.ID]struct{}{}
-	var stack, data []blob.ID
+	var pending []ref // reached, not looked up yet
+	var stack []IndexedBlob
 	lookup := func() error {
-		locs, err := v.r.index.Lookup(ctx, data)
+		ids := make([]blob.ID, len(pending))
+		for i, p := range pending {
+			ids[i] = p.id
+		}
+		locs, err := v.r.index.Lookup(ctx, ids)
 		if err != nil {
 			return fmt.Errorf("look up blobs: %w", err)
 		}
-		for _, id := range data {
-			v.checkRef(blob.Data, id, locs)
+		for _, p := range pending {
+			if v.checkRef(p.t, p.id, locs) && p.t == blob.Tree {
+				stack = append(stack, IndexedBlob{ID: p.id, Location: locs[p.id]})
+			}
 		}
-		data = data[:0]
+		pending = pending[:0]
 		return nil
 	}
 	visit := func(t blob.Type, id blob.ID) error {
@@ -521,12 +512,8 @@ func (v *verifier) trees(ctx context.Context, snaps []SnapshotInfo) error {
 			return nil
 		}
 		seen[id] = struct{}{}
-		if t == blob.Tree {
-			stack = append(stack, id)
-			return nil
-		}
-		data = append(data, id)
-		if len(data) >= verifyLookupBatch {
+		pending = append(pending, ref{t, id})
+		if len(pending) >= lookupBatch {
 			return lookup()
 		}
 		return nil
@@ -536,10 +523,16 @@ func (v *verifier) trees(ctx context.Context, snaps []SnapshotInfo) error {
 			return err
 		}
 	}
-	for len(stack) > 0 {
-		id := stack[len(stack)-1]
+	for len(stack) > 0 || len(pending) > 0 {
+		if len(stack) == 0 {
+			if err := lookup(); err != nil {
+				return err
+			}
+			continue
+		}
+		b := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		t, err := v.loadTree(ctx, id)
+		t, err := v.loadTree(ctx, b.ID, b.Location)
 		if err != nil {
 			return err
 		}
@@ -551,9 +544,6 @@ func (v *verifier) trees(ctx context.Context, snaps []SnapshotInfo) error {
 				return err
 			}
 		}
-	}
-	if err := lookup(); err != nil {
-		return err
 	}
 	v.rep.Blobs = len(seen)
 	return nil
@@ -573,17 +563,10 @@ func (v *verifier) checkRef(t blob.Type, id blob.ID, locs map[blob.ID]Location) 
 	return ok && loc.Type == t
 }
 
-// loadTree loads one tree for the check: nil (and a recorded problem) if
-// it cannot be loaded, an error only if the check must stop.
-func (v *verifier) loadTree(ctx context.Context, id blob.ID) (*tree.Tree, error) {
-	locs, err := v.r.Locate(ctx, []blob.ID{id})
-	if err != nil {
-		return nil, err
-	}
-	if !v.checkRef(blob.Tree, id, locs) {
-		return nil, nil
-	}
-	loc := locs[id]
+// loadTree loads one tree, indexed at loc, for the check: nil (and a
+// recorded problem) if it cannot be loaded, an error only if the check
+// must stop.
+func (v *verifier) loadTree(ctx context.Context, id blob.ID, loc Location) (*tree.Tree, error) {
 	buf, err := v.r.ReadBlob(ctx, blob.Tree, id, loc, nil)
 	if err == nil {
 		v.read(int64(loc.Length))

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -58,14 +59,6 @@ type vfLab struct {
 
 type vfPlace struct{ snap, path string }
 
-func vfRandom(rng *rand.Rand, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	return b
-}
-
 func newVFLab(t *testing.T, encrypted bool) *vfLab {
 	t.Helper()
 	return newVFLabOn(t, mem.New(mem.Options{Name: t.Name()}), encrypted)
@@ -77,8 +70,7 @@ func newVFLabOn(t *testing.T, raw blobstore.Backend, encrypted bool) *vfLab {
 	l := &vfLab{t: t, raw: raw, log: &vfReadLog{Backend: raw}, idx: memindex.New(memindex.Options{}),
 		key: repotest.MasterKey(), dirs: map[blob.ID][]vfPlace{}, chunks: map[string][]blob.ID{}}
 	l.r = repotest.New(t, repotest.Options{Backend: l.log, Index: l.idx, MasterKey: l.key, Encrypted: encrypted})
-	rng := rand.New(rand.NewPCG(7, 11))
-	a, b, c, e := vfRandom(rng, 1536<<10), vfRandom(rng, 1<<20), vfRandom(rng, 700<<10), vfRandom(rng, 500<<10)
+	a, b, c, e := repotest.Random(71, 1536<<10), repotest.Random(72, 1<<20), repotest.Random(73, 700<<10), repotest.Random(74, 500<<10)
 	l.files = []repotest.Files{
 		{"docs/a.bin": a, "docs/b.bin": b, "small.txt": []byte("hello")},
 		{"docs/a.bin": a, "other/c.bin": c, "small.txt": []byte("hello again")},
@@ -109,23 +101,31 @@ func (l *vfLab) chunksOf(content []byte) []blob.ID {
 	if ids, ok := l.chunks[string(content)]; ok {
 		return ids
 	}
-	c, err := chunker.New(bytes.NewReader(content), l.r.Config().ChunkerParams())
-	if err != nil {
-		l.t.Fatal(err)
-	}
 	var ids []blob.ID
-	for {
-		chunk, err := c.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			l.t.Fatal(err)
-		}
+	for _, chunk := range l.chunk(content) {
 		ids = append(ids, l.r.BlobID(chunk))
 	}
 	l.chunks[string(content)] = ids
 	return ids
+}
+
+// chunk splits content as the repository's chunker does.
+func (l *vfLab) chunk(content []byte) [][]byte {
+	c, err := chunker.New(bytes.NewReader(content), l.r.Config().ChunkerParams())
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	var chunks [][]byte
+	for {
+		chunk, err := c.Next()
+		if err == io.EOF {
+			return chunks
+		}
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		chunks = append(chunks, bytes.Clone(chunk))
+	}
 }
 
 // affected is what a damaged blob should be reported to affect: the files
@@ -161,29 +161,8 @@ func (l *vfLab) locate(id blob.ID) repository.Location {
 	return locs[id]
 }
 
-// edit rewrites an object in storage (the engine never does).
-func (l *vfLab) edit(name string, fn func([]byte) []byte) {
-	l.t.Helper()
-	ctx := context.Background()
-	fi, err := l.raw.Stat(ctx, name)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	data, err := blobstore.ReadRange(ctx, l.raw, name, 0, fi.Size)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	data = fn(data)
-	if err := l.raw.Delete(ctx, name); err != nil {
-		l.t.Fatal(err)
-	}
-	if err := l.raw.Put(ctx, name, bytes.NewReader(data), int64(len(data))); err != nil {
-		l.t.Fatal(err)
-	}
-}
-
 func (l *vfLab) flip(name string, off int64) {
-	l.edit(name, func(b []byte) []byte { b[off] ^= 0x10; return b })
+	repotest.Replace(l.t, l.raw, name, func(b []byte) []byte { b[off] ^= 0x10; return b })
 }
 
 // flipBlob flips a bit in the middle of a stored blob and returns its pack.
@@ -428,7 +407,9 @@ func TestVerifyClean(t *testing.T) {
 				t.Fatal(err)
 			}
 			indexed := 0
-			l.idx.Blobs(context.Background(), func(repository.IndexedBlob) error { indexed++; return nil })
+			if err := l.idx.Blobs(context.Background(), func(repository.IndexedBlob) error { indexed++; return nil }); err != nil {
+				t.Fatal(err)
+			}
 
 			rep := l.verify(repository.VerifyOptions{})
 			l.check(rep, nil)
@@ -451,11 +432,8 @@ func TestVerifyClean(t *testing.T) {
 				t.Errorf("data report = %+v; want %d packs read, %d blobs decoded, at least %d bytes", rep, len(packs), indexed, size)
 			}
 			reads := l.wholeReads()
-			for _, n := range reads {
-				if n != 1 || len(reads) != len(packs) {
-					t.Errorf("whole-pack reads = %v; want each of %d packs once", reads, len(packs))
-					break
-				}
+			if len(reads) != len(packs) || slices.ContainsFunc(slices.Collect(maps.Values(reads)), func(n int) bool { return n != 1 }) {
+				t.Errorf("whole-pack reads = %v; want each of %d packs once", reads, len(packs))
 			}
 			last := progress[len(progress)-1]
 			if last.PacksDone != len(packs) || last.Packs != len(packs) || last.Problems != 0 {
@@ -505,7 +483,7 @@ var vfCases = []vfCase{
 	{"pack truncated", func(l *vfLab) ([]vfKey, []vfKey) {
 		p := l.dataPack()
 		half := p.Size / 2
-		l.edit(p.ID.Name(), func(b []byte) []byte { return b[:half] })
+		repotest.Replace(l.t, l.raw, p.ID.Name(), func(b []byte) []byte { return b[:half] })
 		want := []vfKey{vfPackProblem(repository.ProblemPackSize, p.ID), vfPackProblem(repository.ProblemTrailer, p.ID)}
 		for _, b := range l.rows(p.ID) {
 			if int64(b.Offset)+int64(b.Length) > half {

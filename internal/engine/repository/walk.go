@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 
 	"github.com/cofferhq/coffer/internal/engine/blob"
 	"github.com/cofferhq/coffer/internal/engine/tree"
@@ -17,6 +18,12 @@ func (r *Repository) LoadTree(ctx context.Context, id blob.ID) (*tree.Tree, erro
 	if err != nil {
 		return nil, err
 	}
+	return r.decodeTree(id, buf)
+}
+
+// decodeTree decodes the plaintext of tree blob id (the tree keeps no
+// reference to buf).
+func (r *Repository) decodeTree(id blob.ID, buf []byte) (*tree.Tree, error) {
 	t, err := tree.Decode(buf)
 	if err != nil {
 		return nil, fmt.Errorf("tree %s in %s: %w", id, r.Location(), err)
@@ -108,22 +115,35 @@ func (r *Repository) reach(ctx context.Context, roots []blob.ID, seen map[blob.I
 			return err
 		}
 	}
+	// Trees are looked up in batches: one query per tree would make a
+	// commit of a million directories a million round trips.
+	var buf []byte
 	for len(stack) > 0 {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		id := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		t, err := r.LoadTree(ctx, id)
-		if unindexedOK && errors.Is(err, ErrNotIndexed) {
-			continue
-		}
+		batch := slices.Clone(stack[max(0, len(stack)-lookupBatch):])
+		stack = stack[:len(stack)-len(batch)]
+		locs, err := r.Locate(ctx, batch)
 		if err != nil {
 			return err
 		}
-		for typ, ref := range t.Refs() {
-			if err := visit(typ, ref); err != nil {
+		for _, id := range batch {
+			loc, ok := locs[id]
+			if !ok && unindexedOK {
+				continue
+			}
+			if !ok {
+				return fmt.Errorf("load tree blob %s from %s: %w", id, r.Location(), ErrNotIndexed)
+			}
+			if buf, err = r.ReadBlob(ctx, blob.Tree, id, loc, buf[:0]); err != nil {
 				return err
+			}
+			t, err := r.decodeTree(id, buf)
+			if err != nil {
+				return err
+			}
+			for typ, ref := range t.Refs() {
+				if err := visit(typ, ref); err != nil {
+					return err
+				}
 			}
 		}
 	}

@@ -158,8 +158,8 @@ var encodeBuffers = sync.Pool{New: func() any { return new([]byte) }}
 // Save encodes a blob (compressed at level when that shrinks it, encrypted
 // when the repository is) and adds it to the current pack. It reports
 // whether it stored the blob: false when this writer already holds it. id
-// must be the blob's id (Repository.BlobID of plaintext). Save does not
-// consult the index: ask Missing first.
+// must be the blob's id (Codec.IDOf(t, plaintext)). Save does not consult
+// the index: ask Missing first.
 func (w *Writer) Save(ctx context.Context, t blob.Type, id blob.ID, plaintext []byte, level blob.Compression) (bool, error) {
 	if !w.reserve(id) {
 		return false, w.failure()
@@ -266,10 +266,10 @@ func (w *Writer) uploader() {
 			return
 		}
 		err := w.store(p)
-		w.mu.Lock()
-		if err != nil && w.err == nil {
-			w.err = err
+		if err != nil {
+			w.fail(err)
 		}
+		w.mu.Lock()
 		if err == nil {
 			w.stats.Packs++
 			w.stats.PackBytes += int64(len(p.Data))
@@ -283,8 +283,7 @@ func (w *Writer) uploader() {
 	}
 }
 
-// store uploads a pack and then indexes it. A pack that exists already has
-// the same bytes (its name is their hash), so that is success.
+// store uploads a pack and then indexes it, within MaxIndexDelay.
 func (w *Writer) store(p *pack.Pack) error {
 	b := w.repo.backend
 	name := p.ID.Name()

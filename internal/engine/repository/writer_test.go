@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"testing"
 
@@ -17,26 +16,17 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func randomBytes(n int, seed uint64) []byte {
-	r := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
 func TestSnapshotRoundTrip(t *testing.T) {
 	for _, encrypted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("encrypted=%v", encrypted), func(t *testing.T) {
 			r := repotest.New(t, repotest.Options{Encrypted: encrypted})
 			files := repotest.Files{
 				"a.txt":           []byte("hello"),
-				"dir/big.bin":     randomBytes(3<<20, 1),
+				"dir/big.bin":     repotest.Random(1, 3<<20),
 				"dir/sub/empty":   {},
 				"dir/sub/text":    bytes.Repeat([]byte("compressible line\n"), 50000),
 				"empty-dir/":      nil,
-				"dir/copy-of-big": randomBytes(3<<20, 1),
+				"dir/copy-of-big": repotest.Random(1, 3<<20),
 			}
 			id, _ := repotest.WriteSnapshot(t, r, files)
 			got := repotest.ReadFiles(t, r, id)
@@ -75,7 +65,7 @@ func TestWriterConcurrentSaves(t *testing.T) {
 	defer w.Close()
 	chunks := make([][]byte, 40)
 	for i := range chunks {
-		chunks[i] = randomBytes(100<<10, uint64(i))
+		chunks[i] = repotest.Random(uint64(i), 100<<10)
 	}
 	var wg sync.WaitGroup
 	for g := range 8 {
@@ -132,7 +122,7 @@ func TestWriterUploadFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	c := randomBytes(1000, 7)
+	c := repotest.Random(7, 1000)
 	if _, err := w.Save(ctx, blob.Data, r.BlobID(c), c, blob.Fastest); err != nil {
 		t.Fatal(err)
 	}

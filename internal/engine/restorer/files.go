@@ -311,9 +311,11 @@ func (run *run) finishFile(f *file) {
 	run.counts.bytes.Add(f.node.Size)
 }
 
-// fileMeta sets a complete file's owner, mode and extended attributes.
-// Extended attributes are best effort: a failure is reported, the file is
-// kept.
+// fileMeta sets a complete file's owner, extended attributes and mode, in
+// that order: chown clears setuid, setgid and security.capability, and a
+// mode without write permission forbids setting user attributes to anyone
+// but root. Extended attributes are best effort: a failure is reported,
+// the file is kept.
 func (run *run) fileMeta(f *file) error {
 	n := f.node
 	if run.owners {
@@ -321,11 +323,11 @@ func (run *run) fileMeta(f *file) error {
 			return fmt.Errorf("chown: %w", err)
 		}
 	}
-	if err := unix.Fchmod(f.fd, n.Mode); err != nil { // after chown, which clears setuid
-		return fmt.Errorf("chmod: %w", err)
-	}
 	if err := setXattrs(f.fd, n.Xattrs); err != nil {
 		run.report(f.path, err)
+	}
+	if err := unix.Fchmod(f.fd, n.Mode); err != nil {
+		return fmt.Errorf("chmod: %w", err)
 	}
 	return nil
 }

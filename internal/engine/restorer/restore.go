@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -63,9 +64,13 @@ func (d *dir) release() {
 }
 
 // dirMeta is a restored directory whose metadata is applied at the end.
+// It copies what it needs from the node: a pointer into the parent's nodes
+// would keep every directory listing of the snapshot in memory until then.
 type dirMeta struct {
-	path string
-	node *tree.Node
+	path           string
+	uid, gid, mode uint32
+	mtime          time.Time
+	xattrs         []tree.Xattr
 }
 
 type linkKey struct{ inode, device uint64 }
@@ -119,7 +124,11 @@ func (r *Restorer) Restore(ctx context.Context, root blob.ID, path, dst string) 
 	}
 	st := run.stats()
 	if err != nil {
-		return st, fmt.Errorf("restore %s to %s: %w", path, dst, err)
+		what := path
+		if path == "" {
+			what = "the snapshot"
+		}
+		return st, fmt.Errorf("restore %s to %s: %w", what, dst, err)
 	}
 	return st, nil
 }
@@ -221,7 +230,7 @@ func (run *run) entry(d *dir, n *tree.Node) error {
 		}
 		child := &dir{fd: fd, path: p}
 		child.refs.Store(1)
-		run.dirs = append(run.dirs, dirMeta{path: p, node: n})
+		run.dirs = append(run.dirs, dirMeta{path: p, uid: n.UID, gid: n.GID, mode: n.Mode, mtime: n.ModTime, xattrs: n.Xattrs})
 		run.counts.dirs.Add(1)
 		err = run.walkDir(child, n.Subtree)
 		child.release()
@@ -277,9 +286,10 @@ func (run *run) special(d *dir, n *tree.Node, p string) {
 		err = makeSpecial(d.fd, n.Name, n)
 	}
 	if err == nil && run.owners {
-		if err = lchown(d.fd, n.Name, n); err == nil {
-			err = chmodNoFollow(d.fd, n.Name, n.Mode) // chown cleared setuid and setgid
-		}
+		err = lchown(d.fd, n.Name, n)
+	}
+	if err == nil {
+		err = chmodNoFollow(d.fd, n.Name, n.Mode) // after chown, which clears setuid and setgid
 	}
 	if err == nil {
 		err = setMtime(d.fd, n.Name, n.ModTime)
@@ -359,11 +369,11 @@ func (run *run) dirMeta(m dirMeta) error {
 	}
 	var errs []error
 	if run.owners {
-		errs = append(errs, unix.Fchown(fd, int(m.node.UID), int(m.node.GID)))
+		errs = append(errs, unix.Fchown(fd, int(m.uid), int(m.gid)))
 	}
-	errs = append(errs, unix.Fchmod(fd, m.node.Mode), setXattrs(fd, m.node.Xattrs))
+	errs = append(errs, setXattrs(fd, m.xattrs), unix.Fchmod(fd, m.mode)) // in fileMeta's order
 	unix.Close(fd)
-	errs = append(errs, setMtime(pfd, name, m.node.ModTime))
+	errs = append(errs, setMtime(pfd, name, m.mtime))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("directory metadata: %w", err)
 	}

@@ -457,3 +457,34 @@ func TestNewRefusesUnknownPolicy(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// Extended attributes are set before the mode: a file or directory
+// restored read-only keeps them even when the restore does not run as root
+// (setting a user attribute needs write permission).
+func TestRestoreReadOnlyXattrs(t *testing.T) {
+	m := newMemRepo()
+	xs := []tree.Xattr{{Name: "user.coffer", Value: []byte("ro")}}
+	file := m.file("file", []byte("read-only"), 100)
+	file.Mode, file.Xattrs = 0o400, xs
+	dir := m.dirNode("dir")
+	dir.Mode, dir.Xattrs = 0o500, xs
+	root := m.dir(dir, file)
+	dst := t.TempDir()
+	st, err := newRestorer(t, m, nil).Restore(context.Background(), root, "", dst)
+	must(t, err)
+	if len(st.Errors) > 0 {
+		t.Errorf("errors: %v", st.Errors)
+	}
+	for name, mode := range map[string]fs.FileMode{"dir": 0o500, "file": 0o400} {
+		p := filepath.Join(dst, name)
+		v := make([]byte, 16)
+		if n, err := unix.Lgetxattr(p, "user.coffer", v); err != nil || string(v[:n]) != "ro" {
+			t.Errorf("%s: xattr %q, %v", name, v[:max(n, 0)], err)
+		}
+		fi, err := os.Lstat(p)
+		must(t, err)
+		if fi.Mode().Perm() != mode {
+			t.Errorf("%s: mode %v, want %v", name, fi.Mode().Perm(), mode)
+		}
+	}
+}

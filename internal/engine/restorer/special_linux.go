@@ -1,6 +1,8 @@
 package restorer
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -8,8 +10,8 @@ import (
 	"github.com/cofferhq/coffer/internal/engine/tree"
 )
 
-// makeSpecial creates a fifo or device node name in dirfd with n's mode
-// (not its owner or time).
+// makeSpecial creates a fifo or device node name in dirfd, accessible only
+// to its owner: the caller sets its owner, then its mode (chmodNoFollow).
 func makeSpecial(dirfd int, name string, n *tree.Node) error {
 	if err := checkName(name); err != nil {
 		return err
@@ -24,10 +26,7 @@ func makeSpecial(dirfd int, name string, n *tree.Node) error {
 	case tree.BlockDevice:
 		kind, dev = unix.S_IFBLK, int(n.Device)
 	}
-	if err := unix.Mknodat(dirfd, name, kind|0o600, dev); err != nil {
-		return err
-	}
-	return chmodNoFollow(dirfd, name, n.Mode)
+	return unix.Mknodat(dirfd, name, kind|0o600, dev)
 }
 
 // chmodNoFollow sets the mode of name in dirfd, which must not be a
@@ -49,5 +48,9 @@ func chmodNoFollow(dirfd int, name string, mode uint32) error {
 	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		return unix.ELOOP
 	}
-	return unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), mode, 0)
+	err = unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), mode, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("set the mode of a special file through /proc/self/fd: %w (is /proc mounted?)", err)
+	}
+	return err
 }

@@ -212,6 +212,18 @@ func testLargeBatches(t *testing.T, ix repository.Index, _ *Clock) {
 		}
 	}
 
+	// The listings read more rows than fit in one page of the database's.
+	rows := allBlobs(t, ix)
+	if len(rows) != stored {
+		t.Errorf("Blobs listed %d rows, want %d", len(rows), stored)
+	}
+	for i, e := range entries {
+		if r := rows[e.ID]; r.Location != loc(info.ID, e) {
+			t.Errorf("Blobs row %d = %+v, want %+v", i, r.Location, loc(info.ID, e))
+			break
+		}
+	}
+
 	got := lookup(t, ix, mixed...)
 	if len(got) != stored {
 		t.Fatalf("Lookup found %d of %d ids", len(got), stored)
@@ -243,6 +255,13 @@ func testLargeBatches(t *testing.T, ix repository.Index, _ *Clock) {
 		t.Fatalf("CommitSnapshot of %d indexed refs = %d missing, %v", stored, len(missing), err)
 	}
 	deleteBlobs(t, ix, present, bound, 0) // all touched by the commit
+	endGC(t, ix, "gc")
+	bound = beginGC(t, ix, "gc")
+	// Missing touches rows last touched before the current epoch too.
+	if missing, err := ix.Missing(ctx, mixed); err != nil || !slices.Equal(missing, absent) {
+		t.Fatalf("Missing after BeginGC returned %d ids (%v), want the %d absent ones", len(missing), err, len(absent))
+	}
+	deleteBlobs(t, ix, mixed, bound, 0) // all touched by Missing
 	endGC(t, ix, "gc")
 	bound = beginGC(t, ix, "gc")
 	deleteBlobs(t, ix, mixed, bound, stored)
@@ -314,7 +333,7 @@ func testCancelledContext(t *testing.T, ix repository.Index, _ *Clock) {
 	if got := lookup(t, ix, id); len(got) != 1 {
 		t.Error("a call with a cancelled context deleted a blob")
 	}
-	if s, _ := ix.Snapshots(t.Context()); len(s) != 0 {
+	if s := snapshots(t, ix); len(s) != 0 {
 		t.Error("a call with a cancelled context committed a snapshot")
 	}
 }

@@ -9,7 +9,9 @@ package memindex
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -126,13 +128,7 @@ func (ix *Index) AddPack(ctx context.Context, p repository.PackInfo, entries []p
 		return err
 	}
 	defer ix.mu.Unlock()
-	if _, ok := ix.packs[p.ID]; !ok {
-		if p.AddedAt.IsZero() {
-			p.AddedAt = ix.now()
-		}
-		p.AddedAt = norm(p.AddedAt)
-		ix.packs[p.ID] = p
-	}
+	ix.addPack(p)
 	for _, e := range entries {
 		if ix.touch(e.ID) {
 			continue
@@ -142,6 +138,18 @@ func (ix *Index) AddPack(ctx context.Context, p repository.PackInfo, entries []p
 	return nil
 }
 
+// addPack records p unless its id is indexed. Callers hold mu.
+func (ix *Index) addPack(p repository.PackInfo) {
+	if _, ok := ix.packs[p.ID]; ok {
+		return
+	}
+	if p.AddedAt.IsZero() {
+		p.AddedAt = ix.now()
+	}
+	p.AddedAt = norm(p.AddedAt)
+	ix.packs[p.ID] = p
+}
+
 func location(p pack.ID, e pack.Entry) repository.Location {
 	return repository.Location{Pack: p, Type: e.Type, Offset: e.Offset, Length: e.Length, RawLength: e.RawLength}
 }
@@ -149,37 +157,29 @@ func location(p pack.ID, e pack.Entry) repository.Location {
 // Packs implements repository.Index. It calls fn in id order on a copy of
 // the rows, so fn may use the index.
 func (ix *Index) Packs(ctx context.Context, fn func(repository.PackInfo) error) error {
-	if err := ix.lock(ctx); err != nil {
-		return err
-	}
-	packs := make([]repository.PackInfo, 0, len(ix.packs))
-	for _, p := range ix.packs {
-		packs = append(packs, p)
-	}
-	ix.mu.Unlock()
-	slices.SortFunc(packs, func(a, b repository.PackInfo) int { return slices.Compare(a.ID[:], b.ID[:]) })
-	for _, p := range packs {
-		if err := fn(p); err != nil {
-			return err
-		}
-	}
-	return nil
+	return walk(ctx, ix, ix.packs, fn)
 }
 
-// Blobs implements repository.Index. It calls fn in id order on a copy of
-// the rows, so fn may use the index.
+// Blobs implements repository.Index, like Packs.
 func (ix *Index) Blobs(ctx context.Context, fn func(repository.IndexedBlob) error) error {
+	return walk(ctx, ix, ix.blobs, fn)
+}
+
+// walk copies the rows of m under the lock, then calls fn for each in id
+// order.
+func walk[K ~[32]byte, V any](ctx context.Context, ix *Index, m map[K]V, fn func(V) error) error {
 	if err := ix.lock(ctx); err != nil {
 		return err
 	}
-	blobs := make([]repository.IndexedBlob, 0, len(ix.blobs))
-	for _, b := range ix.blobs {
-		blobs = append(blobs, b)
+	ids := slices.Collect(maps.Keys(m))
+	rows := make([]V, len(ids))
+	slices.SortFunc(ids, func(a, b K) int { return slices.Compare(a[:], b[:]) })
+	for i, id := range ids {
+		rows[i] = m[id]
 	}
 	ix.mu.Unlock()
-	slices.SortFunc(blobs, func(a, b repository.IndexedBlob) int { return slices.Compare(a.ID[:], b.ID[:]) })
-	for _, b := range blobs {
-		if err := fn(b); err != nil {
+	for _, r := range rows {
+		if err := fn(r); err != nil {
 			return err
 		}
 	}
@@ -332,7 +332,7 @@ func (ix *Index) DeleteSnapshot(ctx context.Context, id string) error {
 // BeginGC implements repository.Index. It also forgets expired sessions.
 func (ix *Index) BeginGC(ctx context.Context, owner string, ttl time.Duration) (int64, error) {
 	if owner == "" {
-		return 0, fmt.Errorf("begin gc: empty owner")
+		return 0, errors.New("begin gc: owner is empty: name the collector that takes the lease")
 	}
 	if err := ix.lock(ctx); err != nil {
 		return 0, err
@@ -391,13 +391,7 @@ func (ix *Index) MoveBlobs(ctx context.Context, from pack.ID, to repository.Pack
 		return err
 	}
 	defer ix.mu.Unlock()
-	if _, ok := ix.packs[to.ID]; !ok {
-		if to.AddedAt.IsZero() {
-			to.AddedAt = ix.now()
-		}
-		to.AddedAt = norm(to.AddedAt)
-		ix.packs[to.ID] = to
-	}
+	ix.addPack(to)
 	for _, e := range entries {
 		if b, ok := ix.blobs[e.ID]; ok && b.Pack == from {
 			b.Location = location(to.ID, e)

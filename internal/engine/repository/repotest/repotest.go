@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"io"
+	mrand "math/rand/v2"
 	"path"
 	"slices"
 	"strings"
@@ -44,6 +46,53 @@ func MasterKey() []byte {
 	k := make([]byte, repository.MasterKeySize)
 	rand.Read(k)
 	return k
+}
+
+// Random returns n incompressible bytes, the same for the same seed, so
+// that stored sizes do not depend on the compression level.
+func Random(seed uint64, n int) []byte {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], seed)
+	b := make([]byte, n)
+	mrand.NewChaCha8(s).Read(b)
+	return b
+}
+
+// Objects lists the objects under prefix in b: name → size.
+func Objects(t testing.TB, b blobstore.Backend, prefix string) map[string]int64 {
+	t.Helper()
+	m := map[string]int64{}
+	err := b.List(context.Background(), prefix, func(o blobstore.ObjectInfo) error {
+		m[o.Name] = o.Size
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("list %q: %v", prefix, err)
+	}
+	return m
+}
+
+// Replace rewrites object name in b with what edit makes of its content,
+// to damage a repository behind its back (the engine never rewrites an
+// object).
+func Replace(t testing.TB, b blobstore.Backend, name string, edit func([]byte) []byte) {
+	t.Helper()
+	ctx := context.Background()
+	info, err := b.Stat(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := blobstore.ReadRange(ctx, b, name, 0, info.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = edit(data)
+	if err := b.Delete(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, name, bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // New creates a repository for a test and closes it when the test ends.
