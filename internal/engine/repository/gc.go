@@ -101,8 +101,24 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
 		return nil, fmt.Errorf("gc %s: %w", r.Location(), err)
 	}
 	defer r.index.EndGC(context.WithoutCancel(ctx), o.Owner)
-	ctx, stop := r.holdGCLease(ctx, o)
+	leaseCtx, stop := r.holdGCLease(ctx, o)
 	defer stop()
+	rep, err = r.collect(leaseCtx, o, rep, bound)
+	// stop waits for a renewal in flight, so a lease lost at any point
+	// before this line is reported, even when the work finished first.
+	stop()
+	if cause := context.Cause(leaseCtx); cause != nil && !errors.Is(cause, context.Canceled) && err == nil {
+		err = fmt.Errorf("gc %s: %w", r.Location(), cause)
+	}
+	if err != nil {
+		return rep, err
+	}
+	rep.Duration = o.Now().Sub(start)
+	return rep, nil
+}
+
+// collect is GC's work under the lease.
+func (r *Repository) collect(ctx context.Context, o GCOptions, rep *GCReport, bound int64) (*GCReport, error) {
 
 	// Listed after BeginGC: every commit that saw the old epoch is in it.
 	snaps, err := r.index.Snapshots(ctx)
@@ -123,7 +139,6 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
 		}
 		return rep, fmt.Errorf("gc %s: %w", r.Location(), err)
 	}
-	rep.Duration = o.Now().Sub(start)
 	return rep, nil
 }
 
@@ -153,10 +168,13 @@ func (r *Repository) holdGCLease(ctx context.Context, o GCOptions) (context.Cont
 			}
 		}
 	}()
+	var once sync.Once
 	return ctx, func() {
-		close(done)
-		<-stopped
-		cancel(nil)
+		once.Do(func() {
+			close(done)
+			<-stopped
+			cancel(nil)
+		})
 	}
 }
 
