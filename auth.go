@@ -36,6 +36,9 @@ const (
 	PermRead    Permission = "read"    // see resources
 	PermOperate Permission = "operate" // run backups, restores, enrollments
 	PermManage  Permission = "manage"  // users, storage, plan commands, server settings
+	// PermAgent is held only by agent credentials, and is the only
+	// permission they hold: the /api/v1/agent/... routes require it.
+	PermAgent Permission = "agent"
 )
 
 // Permissions lists every permission in the order roles gain them.
@@ -64,6 +67,7 @@ type PrincipalKind string
 const (
 	PrincipalSession  PrincipalKind = "session"   // a login (bearer token or browser cookie)
 	PrincipalAPIToken PrincipalKind = "api_token" // a personal access token
+	PrincipalAgent    PrincipalKind = "agent"     // an enrolled client's agent (or the CLI on that machine)
 )
 
 // Principal is the authenticated caller of one request.
@@ -79,6 +83,9 @@ type Principal struct {
 	// told apart from the user's other sessions (e.g. to keep it on a
 	// password change).
 	CredentialID string
+	// ClientID is the enrolled client of an agent credential ("" for
+	// users): agent routes serve only that client's data.
+	ClientID string
 }
 
 // Can reports whether the principal holds permission p.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cofferhq/coffer"
+	"github.com/cofferhq/coffer/internal/protocol"
 	"github.com/danielgtaylor/huma/v2"
 )
 
@@ -28,6 +29,9 @@ var (
 	Operate = Access{perm: coffer.PermOperate}
 	// Manage routes change users, storage and server settings.
 	Manage = Access{perm: coffer.PermManage}
+	// Agent routes (/api/v1/agent/...) serve enrolled agents only, each
+	// with its own client's data; no user credential reaches them.
+	Agent = Access{perm: coffer.PermAgent}
 )
 
 // SessionCookie is the name of the browser session cookie.
@@ -52,6 +56,9 @@ func handle[I, O any](s *Server, access Access, op huma.Operation, h func(contex
 	op.Errors = append(op.Errors, http.StatusBadRequest, http.StatusInternalServerError)
 	if !access.public {
 		op.Security = []map[string][]string{{"bearer": {}}, {"session_cookie": {}}}
+		if access.perm == coffer.PermAgent {
+			op.Security = []map[string][]string{{"agent_credential": {}}}
+		}
 		op.Errors = append(op.Errors, http.StatusUnauthorized, http.StatusForbidden)
 		if op.Extensions == nil {
 			op.Extensions = map[string]any{}
@@ -85,6 +92,11 @@ func (s *Server) authorize(access Access, ctx huma.Context, next func(huma.Conte
 		info.setUser(p.Username)
 	}
 	if !p.Can(access.perm) {
+		if p.Kind == coffer.PrincipalAgent || access.perm == coffer.PermAgent {
+			huma.WriteErr(s.api, ctx, http.StatusForbidden, "", coffer.Errorf(coffer.KindForbidden, "forbidden",
+				"agent credentials reach only /api/v1/agent/... routes, and only agents reach those"))
+			return
+		}
 		huma.WriteErr(s.api, ctx, http.StatusForbidden, "", coffer.Errorf(coffer.KindForbidden, "forbidden",
 			"this needs the %q permission, which your credential (role %s) does not hold", access.perm, p.Role).
 			With("required_permission", string(access.perm)))
@@ -108,6 +120,12 @@ func (s *Server) authenticate(ctx context.Context, authorization, cookie string)
 	if secret == "" {
 		return nil, coffer.Errorf(coffer.KindUnauthenticated, "authentication_required",
 			"log in first: send \"Authorization: Bearer <token>\" with a token from POST /api/v1/auth/login or an API token")
+	}
+	if strings.HasPrefix(secret, protocol.CredentialPrefix) {
+		if s.opts.Agents == nil {
+			return nil, coffer.Errorf(coffer.KindUnauthenticated, "invalid_token", "agent credentials are not accepted by this server")
+		}
+		return s.opts.Agents.Authenticate(ctx, secret)
 	}
 	return s.opts.Auth.Authenticate(ctx, secret)
 }

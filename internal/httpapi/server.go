@@ -21,9 +21,12 @@ import (
 
 	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/metadb"
+	"github.com/cofferhq/coffer/internal/server/agents"
 	"github.com/cofferhq/coffer/internal/server/auth"
+	"github.com/cofferhq/coffer/internal/server/backups"
 	"github.com/cofferhq/coffer/internal/server/events"
 	"github.com/cofferhq/coffer/internal/server/health"
+	"github.com/cofferhq/coffer/internal/server/restores"
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +50,11 @@ type Options struct {
 	Auth     *auth.Service
 	Events   *events.Hub
 	EventLog EventLog
+	// Agents, Backups and Restores serve clients, their agents and their
+	// jobs; nil leaves their routes out (tests of other areas).
+	Agents   *agents.Service
+	Backups  *backups.Service
+	Restores *restores.Service
 
 	// Readiness gates /readyz; Components are reported by /api/v1/health.
 	Readiness  []health.Check
@@ -126,6 +134,9 @@ func New(opts Options) (*Server, error) {
 	s.registerUsers()
 	s.registerTokens()
 	s.registerEvents()
+	s.registerAgents()
+	s.registerBackups()
+	s.registerRestores()
 
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -169,6 +180,8 @@ func apiConfig(version string) huma.Config {
 			Description: "A login token from POST /api/v1/auth/login (cfr_s_…) or an API token (cfr_t_…)."},
 		"session_cookie": {Type: "apiKey", In: "cookie", Name: SessionCookie,
 			Description: "The browser session cookie set by login; state-changing requests must be same-origin."},
+		"agent_credential": {Type: "http", Scheme: "bearer",
+			Description: "An enrolled client's credential (cfr_a_…) from POST /api/v1/agent/enroll; it reaches only /api/v1/agent/... routes."},
 	}
 	return cfg
 }

@@ -188,6 +188,92 @@ func (c *Codec) Encode(dst []byte, t Type, id ID, plaintext []byte, level Compre
 	return c.aead.Seal(dst, nonce, payload, aad(t, id)), nil
 }
 
+// Compress appends to dst a blob's payload: its plaintext compressed at
+// level when that shrinks it, else the plaintext itself. The payload is
+// what Encode encrypts; an agent sends it to the server (which checks it
+// with DecodePayload and stores it with SealPayload), never holding the data key.
+func (c *Codec) Compress(dst []byte, plaintext []byte, level Compression) ([]byte, error) {
+	if len(plaintext) > MaxSize {
+		return nil, fmt.Errorf("compress blob: %d bytes exceeds the %d-byte maximum", len(plaintext), MaxSize)
+	}
+	if level != Off && len(plaintext) > 0 {
+		enc, err := c.encoder(level)
+		if err != nil {
+			return nil, err
+		}
+		start := len(dst)
+		dst = enc.EncodeAll(plaintext, dst)
+		if len(dst)-start < len(plaintext) {
+			return dst, nil
+		}
+		dst = dst[:start]
+	}
+	return append(dst, plaintext...), nil
+}
+
+// SealPayload appends the stored form of a payload (see Compress) to dst:
+// encrypted and bound to t and id in an encrypted repository, the payload
+// itself otherwise. The caller must have checked the payload against id
+// (DecodePayload).
+func (c *Codec) SealPayload(dst []byte, t Type, id ID, payload []byte) []byte {
+	if !c.keys.Encrypted {
+		return append(dst, payload...)
+	}
+	start := len(dst)
+	dst = append(dst, make([]byte, nonceSize)...)
+	nonce := dst[start : start+nonceSize]
+	rand.Read(nonce)
+	return c.aead.Seal(dst, nonce, payload, aad(t, id))
+}
+
+// OpenPayload appends to dst the payload of a stored blob (the inverse of SealPayload),
+// authenticated in an encrypted repository but not decompressed or
+// re-hashed: the receiver does that with DecodePayload.
+func (c *Codec) OpenPayload(dst []byte, t Type, id ID, stored []byte) ([]byte, error) {
+	if !c.keys.Encrypted {
+		return append(dst, stored...), nil
+	}
+	if len(stored) < nonceSize+tagSize {
+		return nil, corrupt(id, "it is truncated to %d bytes", len(stored))
+	}
+	out, err := c.aead.Open(dst, stored[:nonceSize], stored[nonceSize:], aad(t, id))
+	if err != nil {
+		return nil, corrupt(id, "it fails authentication (damaged, or encrypted with another key)")
+	}
+	return out, nil
+}
+
+// DecodePayload appends to dst the plaintext of a payload (see Compress)
+// whose plaintext is rawLen bytes, and fails with an error matching
+// ErrCorrupt unless it decompresses to exactly rawLen bytes that hash to
+// id. Only the id key is needed.
+func (c *Codec) DecodePayload(dst []byte, t Type, id ID, payload []byte, rawLen int) ([]byte, error) {
+	if rawLen < 0 || rawLen > MaxSize {
+		return nil, corrupt(id, "its recorded size %d is out of range", rawLen)
+	}
+	start := len(dst)
+	switch {
+	case len(payload) == rawLen:
+		dst = append(dst, payload...)
+	case len(payload) < rawLen:
+		var err error
+		dst, err = c.decoder.DecodeAll(payload, dst)
+		if err != nil {
+			return nil, corrupt(id, "it does not decompress: %v", err)
+		}
+	default:
+		return nil, corrupt(id, "it holds %d bytes, more than its recorded size %d", len(payload), rawLen)
+	}
+	plain := dst[start:]
+	if len(plain) != rawLen {
+		return nil, corrupt(id, "it decompresses to %d bytes, not its recorded %d", len(plain), rawLen)
+	}
+	if c.IDOf(t, plain) != id {
+		return nil, corrupt(id, "its content does not match its id")
+	}
+	return dst, nil
+}
+
 // scratchBuffers hold compressed and decrypted payloads between the steps
 // of Encode and Decode: without them every blob would allocate its size
 // again (about 0.6 GB of garbage per GiB backed up).
@@ -224,27 +310,7 @@ func (c *Codec) Decode(dst []byte, t Type, id ID, stored []byte, rawLen int) ([]
 			return nil, corrupt(id, "it fails authentication (damaged, or encrypted with another key)")
 		}
 	}
-	start := len(dst)
-	switch {
-	case len(payload) == rawLen:
-		dst = append(dst, payload...)
-	case len(payload) < rawLen:
-		var err error
-		dst, err = c.decoder.DecodeAll(payload, dst)
-		if err != nil {
-			return nil, corrupt(id, "it does not decompress: %v", err)
-		}
-	default:
-		return nil, corrupt(id, "it holds %d bytes, more than its recorded size %d", len(payload), rawLen)
-	}
-	plain := dst[start:]
-	if len(plain) != rawLen {
-		return nil, corrupt(id, "it decompresses to %d bytes, not its recorded %d", len(plain), rawLen)
-	}
-	if c.IDOf(t, plain) != id {
-		return nil, corrupt(id, "its content does not match its id")
-	}
-	return dst, nil
+	return c.DecodePayload(dst, t, id, payload, rawLen)
 }
 
 // aad binds a ciphertext to its type and id, so that a stored blob cannot

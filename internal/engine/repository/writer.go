@@ -177,6 +177,31 @@ func (w *Writer) Save(ctx context.Context, t blob.Type, id blob.ID, plaintext []
 	return err == nil, err
 }
 
+// SavePayload stores a blob that arrives as its payload (see
+// blob.Codec.Compress) and plaintext length, as an agent uploads it: it
+// checks that the payload decompresses to rawLen bytes hashing to id
+// (errors match blob.ErrCorrupt), then encrypts and packs the payload as
+// it is, without compressing again. It reports false when this writer
+// already holds the blob.
+func (w *Writer) SavePayload(ctx context.Context, t blob.Type, id blob.ID, payload []byte, rawLen int) (bool, error) {
+	bufp := encodeBuffers.Get().(*[]byte)
+	defer encodeBuffers.Put(bufp)
+	plain, err := w.repo.codec.DecodePayload((*bufp)[:0], t, id, payload, rawLen)
+	if err != nil {
+		return false, err
+	}
+	*bufp = plain
+	if !w.reserve(id) {
+		return false, w.failure()
+	}
+	sealp := encodeBuffers.Get().(*[]byte)
+	defer encodeBuffers.Put(sealp)
+	stored := w.repo.codec.SealPayload((*sealp)[:0], t, id, payload)
+	*sealp = stored
+	err = w.add(ctx, t, id, stored, rawLen)
+	return err == nil, err
+}
+
 // reserve claims id for this writer; false if it already holds it.
 func (w *Writer) reserve(id blob.ID) bool {
 	w.mu.Lock()
