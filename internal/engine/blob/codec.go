@@ -324,3 +324,10 @@ func aad(t Type, id ID) []byte {
 func corrupt(id ID, format string, args ...any) error {
 	return fmt.Errorf("blob %s: %s: %w", id, fmt.Sprintf(format, args...), ErrCorrupt)
 }
+
+// IDKey returns the key of blob ids. An agent needs it to compute the ids
+// of what it backs up; it reveals nothing about the data key.
+func (c *Codec) IDKey() [32]byte { return c.keys.IDKey }
+
+// Encrypted reports whether blobs are encrypted.
+func (c *Codec) Encrypted() bool { return c.keys.Encrypted }
