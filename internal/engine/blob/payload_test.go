@@ -65,8 +65,11 @@ func TestDecodePayloadRefusesLies(t *testing.T) {
 		"wrong type":    func() error { _, err := c.DecodePayload(nil, Tree, c.ID(plain), payload, len(plain)); return err },
 		"short raw len": func() error { _, err := c.DecodePayload(nil, Data, c.ID(plain), payload, len(plain)-1); return err },
 		"long raw len":  func() error { _, err := c.DecodePayload(nil, Data, c.ID(plain), payload, len(plain)+1); return err },
-		"garbage":       func() error { _, err := c.DecodePayload(nil, Data, c.ID(plain), []byte("not zstd"), len(plain)); return err },
-		"too large":     func() error { _, err := c.DecodePayload(nil, Data, c.ID(plain), payload, MaxSize+1); return err },
+		"garbage": func() error {
+			_, err := c.DecodePayload(nil, Data, c.ID(plain), []byte("not zstd"), len(plain))
+			return err
+		},
+		"too large": func() error { _, err := c.DecodePayload(nil, Data, c.ID(plain), payload, MaxSize+1); return err },
 	}
 	for name, f := range cases {
 		if err := f(); !errors.Is(err, ErrCorrupt) {
