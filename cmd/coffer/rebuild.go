@@ -13,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/cofferhq/coffer/internal/engine/blobstore/local"
 	"github.com/cofferhq/coffer/internal/engine/repository"
 	"github.com/cofferhq/coffer/internal/server/masterkey"
 )
@@ -32,14 +31,14 @@ func (c *rebuildIndexCmd) Run(g *globals, sc *serverCmd) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(l.repositoryDir); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(l.repositoryDir); l.repositoryURL == "" && errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("no repository at %s: give its directory with --repository-dir or COFFER_REPOSITORY_DIR", l.repositoryDir)
 	}
 	key, err := masterkey.Load(l.masterKeyFile)
 	if err != nil {
 		return fmt.Errorf("rebuild-index needs the master key that created the repository: %w (give its file with --master-key-file or COFFER_MASTER_KEY_FILE)", err)
 	}
-	backend, err := local.New(l.repositoryDir)
+	backend, err := openBackend(ctx, l)
 	if err != nil {
 		return err
 	}

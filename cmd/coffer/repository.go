@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 
 	"github.com/cofferhq/coffer/internal/engine/blobstore"
-	"github.com/cofferhq/coffer/internal/engine/blobstore/local"
 	"github.com/cofferhq/coffer/internal/engine/repository"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/server/masterkey"
@@ -23,6 +22,7 @@ type locations struct {
 	databaseURL   string
 	masterKeyFile string
 	repositoryDir string
+	repositoryURL string
 }
 
 // locate resolves the shared settings.
@@ -31,7 +31,8 @@ func (c *serverCmd) locate() (locations, error) {
 	if err != nil {
 		return locations{}, err
 	}
-	l := locations{dataDir: dataDir, databaseURL: c.DatabaseURL, masterKeyFile: c.MasterKeyFile, repositoryDir: c.RepositoryDir}
+	l := locations{dataDir: dataDir, databaseURL: c.DatabaseURL, masterKeyFile: c.MasterKeyFile, repositoryDir: c.RepositoryDir,
+		repositoryURL: c.RepositoryURL}
 	if l.databaseURL == "" {
 		l.databaseURL = "sqlite://" + filepath.Join(dataDir, "coffer.db")
 	}
@@ -67,7 +68,7 @@ func openDatabase(ctx context.Context, l locations, log *slog.Logger) (*metadb.D
 // without the master key, and the key costs nothing extra, since even an
 // unencrypted repository's id key is wrapped with it.
 func openDefaultRepository(ctx context.Context, l locations, db *metadb.DB, log *slog.Logger) (*repository.Repository, error) {
-	backend, err := local.New(l.repositoryDir)
+	backend, err := openBackend(ctx, l)
 	if err != nil {
 		return nil, err
 	}

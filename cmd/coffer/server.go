@@ -28,6 +28,7 @@ type serverCmd struct {
 	DatabaseURL   string `help:"Metadata database: sqlite:///path/to/file.db or postgres://user:pass@host:5432/db (default: SQLite in the data directory)." env:"COFFER_DATABASE_URL" placeholder:"URL"`
 	MasterKeyFile string `help:"File holding the master key that wraps every repository's keys, created on the first start (default: master.key in the data directory). Back it up apart from the repositories: losing it loses every encrypted repository." env:"COFFER_MASTER_KEY_FILE" type:"path" placeholder:"FILE"`
 	RepositoryDir string `help:"Directory of the default local repository, created on the first start (default: repository in the data directory)." env:"COFFER_REPOSITORY_DIR" type:"path" placeholder:"DIR"`
+	RepositoryURL string `help:"Keep the default repository in S3-compatible storage instead: s3://HOST[:PORT]/BUCKET[/PREFIX]?region=R&tls=false. The bucket must exist; credentials come from COFFER_S3_ACCESS_KEY and COFFER_S3_SECRET_KEY." env:"COFFER_REPOSITORY_URL" placeholder:"URL"`
 
 	Serve        serveCmd        `cmd:"" default:"withargs" help:"Serve the API and the event stream (the default: 'coffer server' alone does this)."`
 	RebuildIndex rebuildIndexCmd `cmd:"" help:"Rebuild the default repository's index in the database from the repository alone (after losing the database)."`
