@@ -27,6 +27,7 @@ type file struct {
 	create sync.Once
 	fd     int
 	tmp    string // its temporary name in dir
+	name   string // its final name in dir, once ok
 
 	mu        sync.Mutex
 	err       error        // the first failure
@@ -194,6 +195,15 @@ func (run *run) plan(f *file, locs map[blob.ID]repository.Location, all *job) {
 		run.finishFile(f)
 		return
 	}
+	var size uint64
+	for _, id := range n.Content {
+		size += uint64(locs[id].RawLength)
+	}
+	if size != n.Size {
+		run.report(f.path, fmt.Errorf("%w: its blobs hold %d bytes, the tree says %d", ErrSize, size, n.Size))
+		f.dir.release()
+		return
+	}
 	f.remaining.Store(int32(len(n.Content)))
 	var off int64
 	for _, id := range n.Content {
@@ -226,11 +236,15 @@ func (run *run) write() error {
 			switch {
 			case err != nil:
 				c.f.fail(err)
+			case len(plain) != int(j.reqs[i].Loc.RawLength):
+				c.f.fail(fmt.Errorf("%w: blob %s holds %d bytes, the index says %d", ErrSize, j.reqs[i].ID.Short(), len(plain), j.reqs[i].Loc.RawLength))
 			case c.f.failure() == nil:
+				run.progress.path.Store(&c.f.path)
 				if err := pwriteAll(c.f.fd, plain, c.off); err != nil {
 					c.f.fail(fmt.Errorf("write: %w", err))
 				} else {
 					c.f.written.Add(int64(len(plain)))
+					run.progress.Bytes.Add(uint64(len(plain)))
 				}
 			}
 			run.chunkDone(c.f)
@@ -273,7 +287,8 @@ func (run *run) createTemp(f *file) {
 
 // finishFile completes a file once its last segment is written: checks its
 // size, sets its owner, mode, attributes and time, and renames it into
-// place — or removes it after a failure.
+// place following the overwrite policy — or removes it after a failure,
+// or when an existing entry is kept.
 func (run *run) finishFile(f *file) {
 	defer f.dir.release()
 	err := f.failure()
@@ -291,24 +306,43 @@ func (run *run) finishFile(f *file) {
 	if err == nil {
 		err = setMtime(f.dir.fd, f.tmp, f.node.ModTime)
 	}
+	var name string
 	if err == nil {
-		err = unix.Renameat(f.dir.fd, f.tmp, f.dir.fd, f.node.Name)
-		if errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
-			err = ErrExistsAsDir
-		}
+		name, err = run.place(f.dir.fd, f.node.Name, f.node.ModTime, f.rename)
 	}
-	if err != nil {
+	if err != nil || name == "" {
 		if f.tmp != "" {
 			unix.Unlinkat(f.dir.fd, f.tmp, 0)
 		}
-		if run.ctx.Err() == nil {
+		if err == nil {
+			run.counts.kept.Add(1)
+		} else if run.ctx.Err() == nil {
 			run.report(f.path, err)
 		}
 		return
 	}
+	f.name = name
 	f.ok.Store(true)
+	if name != f.node.Name {
+		run.counts.renamed.Add(1)
+	}
 	run.counts.files.Add(1)
 	run.counts.bytes.Add(f.node.Size)
+	run.progress.Files.Add(1)
+}
+
+// rename moves the complete file from its temporary name to name: over an
+// entry there when replace is set (but not over a directory), else only
+// if nothing is there (EEXIST).
+func (f *file) rename(name string, replace bool) error {
+	if !replace {
+		return renameNoReplace(f.dir.fd, f.tmp, name)
+	}
+	err := unix.Renameat(f.dir.fd, f.tmp, f.dir.fd, name)
+	if errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+		err = ErrExistsAsDir
+	}
+	return err
 }
 
 // fileMeta sets a complete file's owner, extended attributes and mode, in

@@ -55,26 +55,44 @@ func openPath(rootfd int, rel string) (int, error) {
 	return fd, nil
 }
 
-// makeDir creates the directory name in dirfd (owner-only until its mode is
-// restored at the end) or reuses one that exists, and opens it. A
-// non-directory in its way is removed.
-func makeDir(dirfd int, name string) (int, error) {
+// mkdirAt creates the directory name in dirfd, accessible only to its
+// owner (its mode is restored at the end).
+func mkdirAt(dirfd int, name string) error {
 	if err := checkName(name); err != nil {
-		return -1, err
+		return err
 	}
-	err := unix.Mkdirat(dirfd, name, 0o700)
-	if errors.Is(err, unix.EEXIST) {
-		var st unix.Stat_t
-		if err = unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			if err = unix.Unlinkat(dirfd, name, 0); err == nil {
-				err = unix.Mkdirat(dirfd, name, 0o700)
-			}
-		}
+	return unix.Mkdirat(dirfd, name, 0o700)
+}
+
+// lstatAt returns the status of name in dirfd, not following a symlink.
+func lstatAt(dirfd int, name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := checkName(name); err != nil {
+		return st, err
 	}
-	if err != nil {
-		return -1, err
+	err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	return st, err
+}
+
+func isDir(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+func mtimeOf(st *unix.Stat_t) time.Time {
+	sec, nsec := st.Mtim.Unix()
+	return time.Unix(sec, nsec)
+}
+
+// linkNoReplace renames the regular file old in dirfd to new unless an
+// entry exists at new (EEXIST), by making a hard link and removing old:
+// for systems and file systems without an atomic rename that does not
+// replace.
+func linkNoReplace(dirfd int, old, new string) error {
+	if err := unix.Linkat(dirfd, old, dirfd, new, 0); err != nil {
+		return err
 	}
-	return openDirAt(dirfd, name)
+	if err := unix.Unlinkat(dirfd, old, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
 }
 
 // clearEntry removes a non-directory at name so that something else can be

@@ -19,12 +19,14 @@ import (
 	"github.com/cofferhq/coffer/internal/engine/tree"
 )
 
-// run is the state of one Restore call.
+// run is the state of one restore.
 type run struct {
-	r      *Restorer
-	ctx    context.Context
-	rootfd int
-	owners bool // restore owners
+	r        *Restorer
+	ctx      context.Context
+	rootfd   int
+	owners   bool // restore owners
+	policy   Overwrite
+	progress *Progress // Options.Progress, or one nobody reads
 
 	jobs   chan job
 	counts counters
@@ -44,7 +46,7 @@ type run struct {
 }
 
 type counters struct {
-	files, dirs, symlinks, links, others, skipped, bytes atomic.Uint64
+	files, dirs, symlinks, links, others, skipped, bytes, kept, renamed atomic.Uint64
 }
 
 // dir is an open directory of the destination; files being written in it
@@ -63,7 +65,8 @@ func (d *dir) release() {
 	}
 }
 
-// dirMeta is a restored directory whose metadata is applied at the end.
+// dirMeta is a restored directory whose metadata is applied at the end
+// (an existing one only under OverwriteAlways).
 // It copies what it needs from the node: a pointer into the parent's nodes
 // would keep every directory listing of the snapshot in memory until then.
 type dirMeta struct {
@@ -81,14 +84,74 @@ type hardLink struct {
 	target *file
 }
 
-// Restore writes the entry at path in the tree root (slash-separated; ""
-// for the whole tree) into the directory dst, which is created if missing.
-// A directory's contents go into dst; any other entry goes into dst under
-// its name. Entries that cannot be written are listed in Stats.Errors.
+// Restore writes the entry at path in the tree root (slash-separated,
+// relative to the root; a leading "/" is ignored; "", "/" or "." for the
+// whole tree) into the directory dst, which is created if missing. A
+// directory's contents go into dst itself; any other entry goes into dst
+// under its name. A path with a ".." element is ErrBadPath, one the tree
+// does not have ErrNotInSnapshot, both returned before anything is
+// written. Entries that cannot be written are listed in Stats.Errors.
 func (r *Restorer) Restore(ctx context.Context, root blob.ID, path, dst string) (Stats, error) {
+	p, err := cleanPath(path)
+	if err != nil {
+		return Stats{}, fmt.Errorf("restore to %s: %w", dst, err)
+	}
+	what := "the snapshot"
+	if p == "" {
+		return r.restore(ctx, dst, what, func(run *run, top *dir) error { return run.walkDir(top, root) })
+	}
+	what = p
+	rs := newResolver(r.repo, root)
+	chain, err := rs.lookup(ctx, p)
+	if err != nil {
+		return Stats{}, fmt.Errorf("restore %s to %s: %w", what, dst, err)
+	}
+	n := &chain[len(chain)-1]
+	return r.restore(ctx, dst, what, func(run *run, top *dir) error {
+		if n.Type == tree.Dir {
+			return run.walkDir(top, n.Subtree)
+		}
+		return run.entry(top, n)
+	})
+}
+
+// RestorePaths writes the entries at paths in the tree root into the
+// directory dst, which is created if missing, each in its place in the
+// tree: "home/u/docs" is restored as dst/home/u/docs, its ancestors home
+// and u made as directories with their recorded metadata (entries beside
+// them are not restored). Paths are slash-separated, relative to the root;
+// a leading "/" is ignored; no paths, "", "/" or "." mean the whole tree.
+// Paths are cleaned, and a path inside another is restored once, as part
+// of it. A path with a ".." element is ErrBadPath, one the tree does not
+// have ErrNotInSnapshot, both returned (naming the path) before anything
+// is written. Entries that cannot be written are listed in Stats.Errors.
+func (r *Restorer) RestorePaths(ctx context.Context, root blob.ID, paths []string, dst string) (Stats, error) {
+	clean, err := cleanPaths(paths)
+	if err != nil {
+		return Stats{}, fmt.Errorf("restore to %s: %w", dst, err)
+	}
+	if clean == nil {
+		return r.restore(ctx, dst, "the snapshot", func(run *run, top *dir) error { return run.walkDir(top, root) })
+	}
+	what := strings.Join(clean, ", ")
+	if len(clean) > 3 {
+		what = fmt.Sprintf("%s and %d more paths", strings.Join(clean[:3], ", "), len(clean)-3)
+	}
+	plan, err := newResolver(r.repo, root).plan(ctx, clean)
+	if err != nil {
+		return Stats{}, fmt.Errorf("restore %s to %s: %w", what, dst, err)
+	}
+	return r.restore(ctx, dst, what, func(run *run, top *dir) error { return run.walkPlan(top, plan) })
+}
+
+// restore runs walk, which restores entries into top, the destination dst
+// (what names them in errors), with the workers writing files meanwhile.
+func (r *Restorer) restore(ctx context.Context, dst, what string, walk func(*run, *dir) error) (Stats, error) {
 	if err := os.MkdirAll(dst, 0o700); err != nil {
 		return Stats{}, fmt.Errorf("restore to %s: %w", dst, err)
 	}
+	// From here on, everything is relative to rootfd: the directory dst
+	// names now, whatever happens to the path later.
 	rootfd, err := retry(func() (int, error) {
 		return unix.Open(dst, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	})
@@ -98,11 +161,18 @@ func (r *Restorer) Restore(ctx context.Context, root blob.ID, path, dst string) 
 	defer unix.Close(rootfd)
 	g, gctx := errgroup.WithContext(ctx)
 	run := &run{r: r, ctx: gctx, rootfd: rootfd, owners: r.root && !r.opts.NoOwnership,
+		policy: r.opts.Overwrite, progress: r.opts.Progress,
 		jobs: make(chan job, r.opts.Workers), batches: make(chan []*file, 2),
 		batchIDs: min(64, r.opts.LocateBatch), groups: map[linkKey]*file{}}
+	if run.progress == nil {
+		run.progress = new(Progress)
+	}
 	g.Go(func() error {
 		defer close(run.batches)
-		err := run.walkRoot(root, path)
+		top := &dir{fd: run.rootfd}
+		top.refs.Store(2) // the walker's, and the run's: rootfd closes in restore
+		err := walk(run, top)
+		top.release()
 		if err == nil {
 			err = run.flush()
 		}
@@ -124,10 +194,6 @@ func (r *Restorer) Restore(ctx context.Context, root blob.ID, path, dst string) 
 	}
 	st := run.stats()
 	if err != nil {
-		what := path
-		if path == "" {
-			what = "the snapshot"
-		}
 		return st, fmt.Errorf("restore %s to %s: %w", what, dst, err)
 	}
 	return st, nil
@@ -136,7 +202,8 @@ func (r *Restorer) Restore(ctx context.Context, root blob.ID, path, dst string) 
 func (run *run) stats() Stats {
 	c := &run.counts
 	st := Stats{Files: c.files.Load(), Dirs: c.dirs.Load(), Symlinks: c.symlinks.Load(), Links: c.links.Load(),
-		Others: c.others.Load(), Skipped: c.skipped.Load(), Bytes: c.bytes.Load()}
+		Others: c.others.Load(), Skipped: c.skipped.Load(), Bytes: c.bytes.Load(),
+		Kept: c.kept.Load(), Renamed: c.renamed.Load()}
 	run.mu.Lock()
 	st.Errors = slices.Clone(run.errors)
 	run.mu.Unlock()
@@ -149,47 +216,10 @@ func (run *run) report(p string, err error) {
 	run.mu.Lock()
 	run.errors = append(run.errors, e)
 	run.mu.Unlock()
+	run.progress.Errors.Add(1)
 	if run.r.opts.OnError != nil {
 		run.r.opts.OnError(e)
 	}
-}
-
-// walkRoot finds path in the tree and restores it.
-func (run *run) walkRoot(root blob.ID, p string) error {
-	top := &dir{fd: run.rootfd}
-	top.refs.Store(2) // the walker's, and the run's: rootfd closes in Restore
-	defer top.release()
-	if p == "" || p == "/" || p == "." {
-		return run.walkDir(top, root)
-	}
-	id := root
-	elems := strings.Split(strings.Trim(p, "/"), "/")
-	for i, name := range elems {
-		nodes, err := run.r.repo.LoadDir(run.ctx, id)
-		if err != nil {
-			return err
-		}
-		j, found := slices.BinarySearchFunc(nodes, name, func(n tree.Node, name string) int { return strings.Compare(n.Name, name) })
-		if !found {
-			return fmt.Errorf("%s: no such entry in the snapshot", path.Join(elems[:i+1]...))
-		}
-		n := &nodes[j]
-		if i < len(elems)-1 {
-			if n.Type != tree.Dir {
-				return fmt.Errorf("%s: not a directory", path.Join(elems[:i+1]...))
-			}
-			id = n.Subtree
-			continue
-		}
-		if n.Type == tree.Dir {
-			if err := run.walkDir(top, n.Subtree); err != nil {
-				return err
-			}
-		} else if err := run.entry(top, n); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // walkDir restores the entries of the tree id into d.
@@ -223,16 +253,11 @@ func (run *run) entry(d *dir, n *tree.Node) error {
 	}
 	switch n.Type {
 	case tree.Dir:
-		fd, err := makeDir(d.fd, n.Name)
-		if err != nil {
-			run.report(p, fmt.Errorf("make directory: %w", err))
+		child := run.enterDir(d, n)
+		if child == nil {
 			return nil
 		}
-		child := &dir{fd: fd, path: p}
-		child.refs.Store(1)
-		run.dirs = append(run.dirs, dirMeta{path: p, uid: n.UID, gid: n.GID, mode: n.Mode, mtime: n.ModTime, xattrs: n.Xattrs})
-		run.counts.dirs.Add(1)
-		err = run.walkDir(child, n.Subtree)
+		err := run.walkDir(child, n.Subtree)
 		child.release()
 		return err
 	case tree.File:
@@ -242,6 +267,9 @@ func (run *run) entry(d *dir, n *tree.Node) error {
 				run.links = append(run.links, hardLink{path: p, target: first})
 				return nil
 			}
+		}
+		if run.keepFile(d, n, p) {
+			return nil
 		}
 		f, err := run.queue(d, n, p)
 		if n.Links >= 2 {
@@ -262,43 +290,126 @@ func (run *run) entry(d *dir, n *tree.Node) error {
 	return nil
 }
 
-func (run *run) symlink(d *dir, n *tree.Node, p string) {
-	err := clearEntry(d.fd, n.Name)
+// enterDir makes (or finds) the directory n in d, following the overwrite
+// policy, and opens it; it returns nil when the directory is not restored
+// (an existing entry kept, or a failure, reported).
+func (run *run) enterDir(d *dir, n *tree.Node) *dir {
+	name, existed, err := run.placeDir(d.fd, n)
+	if err == nil && name == "" {
+		run.counts.kept.Add(1)
+		return nil
+	}
+	var fd int
 	if err == nil {
-		err = unix.Symlinkat(n.LinkTarget, d.fd, n.Name)
+		fd, err = openDirAt(d.fd, name)
+	}
+	if err != nil {
+		run.report(d.join(n.Name), fmt.Errorf("make directory: %w", err))
+		return nil
+	}
+	if name != n.Name {
+		run.counts.renamed.Add(1)
+	}
+	child := &dir{fd: fd, path: d.join(name)}
+	child.refs.Store(1)
+	if !existed || run.policy == OverwriteAlways {
+		run.dirs = append(run.dirs, dirMeta{path: child.path, uid: n.UID, gid: n.GID, mode: n.Mode, mtime: n.ModTime, xattrs: n.Xattrs})
+	}
+	run.counts.dirs.Add(1)
+	run.progress.Dirs.Add(1)
+	run.progress.path.Store(&child.path)
+	return child
+}
+
+// keepFile tells whether the file n is not to be restored because an
+// entry exists at its name that the policy keeps, counting it, or
+// reporting a directory in its way: checked before its content is read.
+// Whether the file replaces an entry is decided again when it is renamed
+// into place.
+func (run *run) keepFile(d *dir, n *tree.Node, p string) bool {
+	if run.policy != OverwriteSkip && run.policy != OverwriteIfNewer {
+		return false
+	}
+	st, err := lstatAt(d.fd, n.Name)
+	switch {
+	case err != nil: // nothing there (or to be found out when placing it)
+		return false
+	case run.policy == OverwriteSkip:
+	case isDir(&st):
+		run.report(p, ErrExistsAsDir)
+		return true
+	case n.ModTime.After(mtimeOf(&st)):
+		return false
+	}
+	run.counts.kept.Add(1)
+	return true
+}
+
+func (run *run) symlink(d *dir, n *tree.Node, p string) {
+	name, err := run.place(d.fd, n.Name, n.ModTime, func(name string, replace bool) error {
+		if replace {
+			if err := clearEntry(d.fd, name); err != nil {
+				return err
+			}
+		}
+		return unix.Symlinkat(n.LinkTarget, d.fd, name)
+	})
+	if err == nil && name == "" {
+		run.counts.kept.Add(1)
+		return
 	}
 	if err == nil && run.owners {
-		err = lchown(d.fd, n.Name, n)
+		err = lchown(d.fd, name, n)
 	}
 	if err == nil {
-		err = setMtime(d.fd, n.Name, n.ModTime)
+		err = setMtime(d.fd, name, n.ModTime)
 	}
 	if err != nil {
 		run.report(p, fmt.Errorf("symlink: %w", err))
 		return
 	}
 	run.counts.symlinks.Add(1)
+	run.made(d, n.Name, name)
 }
 
 func (run *run) special(d *dir, n *tree.Node, p string) {
-	err := clearEntry(d.fd, n.Name)
-	if err == nil {
-		err = makeSpecial(d.fd, n.Name, n)
+	name, err := run.place(d.fd, n.Name, n.ModTime, func(name string, replace bool) error {
+		if replace {
+			if err := clearEntry(d.fd, name); err != nil {
+				return err
+			}
+		}
+		return makeSpecial(d.fd, name, n)
+	})
+	if err == nil && name == "" {
+		run.counts.kept.Add(1)
+		return
 	}
 	if err == nil && run.owners {
-		err = lchown(d.fd, n.Name, n)
+		err = lchown(d.fd, name, n)
 	}
 	if err == nil {
-		err = chmodNoFollow(d.fd, n.Name, n.Mode) // after chown, which clears setuid and setgid
+		err = chmodNoFollow(d.fd, name, n.Mode) // after chown, which clears setuid and setgid
 	}
 	if err == nil {
-		err = setMtime(d.fd, n.Name, n.ModTime)
+		err = setMtime(d.fd, name, n.ModTime)
 	}
 	if err != nil {
 		run.report(p, fmt.Errorf("make %s: %w", n.Type, err))
 		return
 	}
 	run.counts.others.Add(1)
+	run.made(d, n.Name, name)
+}
+
+// made counts a symlink or special file made in d as name, for the node
+// called orig.
+func (run *run) made(d *dir, orig, name string) {
+	if name != orig {
+		run.counts.renamed.Add(1)
+	}
+	p := d.join(name)
+	run.progress.path.Store(&p)
 }
 
 // finish makes the hard links, then applies the directories' metadata,
@@ -312,11 +423,18 @@ func (run *run) finish() error {
 			run.report(l.path, fmt.Errorf("hard link to %s, which was not restored", l.target.path))
 			continue
 		}
-		if err := run.link(l); err != nil {
+		name, err := run.link(l)
+		switch {
+		case err != nil:
 			run.report(l.path, fmt.Errorf("hard link to %s: %w", l.target.path, err))
-			continue
+		case name == "":
+			run.counts.kept.Add(1)
+		default:
+			run.counts.links.Add(1)
+			if name != path.Base(l.path) {
+				run.counts.renamed.Add(1)
+			}
 		}
-		run.counts.links.Add(1)
 	}
 	slices.SortStableFunc(run.dirs, func(a, b dirMeta) int { return strings.Count(b.path, "/") - strings.Count(a.path, "/") })
 	for _, m := range run.dirs {
@@ -330,22 +448,29 @@ func (run *run) finish() error {
 	return nil
 }
 
-func (run *run) link(l hardLink) error {
+// link makes the hard link l to its group's first file, following the
+// overwrite policy; it returns the link's name, or "" when an existing
+// entry was kept.
+func (run *run) link(l hardLink) (string, error) {
 	from, err := openPath(run.rootfd, parent(l.target.path))
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer unix.Close(from)
 	to, err := openPath(run.rootfd, parent(l.path))
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer unix.Close(to)
-	name := path.Base(l.path)
-	if err := clearEntry(to, name); err != nil {
-		return err
-	}
-	return unix.Linkat(from, path.Base(l.target.path), to, name, 0)
+	target := l.target.name // its name in from: it may have been renamed
+	return run.place(to, path.Base(l.path), l.target.node.ModTime, func(name string, replace bool) error {
+		if replace {
+			if err := clearEntry(to, name); err != nil {
+				return err
+			}
+		}
+		return unix.Linkat(from, target, to, name, 0)
+	})
 }
 
 // parent is path.Dir for paths relative to the destination ("" at the top).

@@ -139,6 +139,8 @@ func listing(t *testing.T, root string) map[string]string {
 			out[rel] = "link " + target
 		case d.IsDir():
 			out[rel] = "dir"
+		case d.Type()&fs.ModeNamedPipe != 0:
+			out[rel] = "fifo"
 		default:
 			b, _ := os.ReadFile(p)
 			out[rel] = "file " + string(b)
@@ -221,9 +223,11 @@ func TestOpenPathRefuses(t *testing.T) {
 		if err := clearEntry(rootfd, name); !errors.Is(err, ErrUnsafeName) {
 			t.Errorf("clearEntry(%q) = %v", name, err)
 		}
-		if fd, err := makeDir(rootfd, name); !errors.Is(err, ErrUnsafeName) {
-			unix.Close(fd)
-			t.Errorf("makeDir(%q) = %v", name, err)
+		if err := mkdirAt(rootfd, name); !errors.Is(err, ErrUnsafeName) {
+			t.Errorf("mkdirAt(%q) = %v", name, err)
+		}
+		if _, err := lstatAt(rootfd, name); !errors.Is(err, ErrUnsafeName) {
+			t.Errorf("lstatAt(%q) = %v", name, err)
 		}
 	}
 }
@@ -453,8 +457,24 @@ func (c *cancelRepo) ReadBlobs(ctx context.Context, t blob.Type, reqs []reposito
 }
 
 func TestNewRefusesUnknownPolicy(t *testing.T) {
-	if _, err := New(newMemRepo(), Options{Overwrite: 9}); err == nil || !strings.Contains(err.Error(), "policy") {
-		t.Errorf("err = %v", err)
+	for _, o := range []Overwrite{OverwriteRename + 1, 9, 255} {
+		if _, err := New(newMemRepo(), Options{Overwrite: o}); err == nil || !strings.Contains(err.Error(), "policy") {
+			t.Errorf("%d: err = %v", o, err)
+		}
+	}
+	for _, o := range []Overwrite{OverwriteAlways, OverwriteSkip, OverwriteIfNewer, OverwriteRename} {
+		if _, err := New(newMemRepo(), Options{Overwrite: o}); err != nil {
+			t.Errorf("%v: %v", o, err)
+		}
+		if p, err := ParseOverwrite(o.String()); p != o || err != nil {
+			t.Errorf("ParseOverwrite(%q) = %v, %v", o.String(), p, err)
+		}
+	}
+	if p, err := ParseOverwrite(""); p != OverwriteAlways || err != nil {
+		t.Errorf("ParseOverwrite(\"\") = %v, %v", p, err)
+	}
+	if _, err := ParseOverwrite("never"); err == nil {
+		t.Error("ParseOverwrite(\"never\") succeeded")
 	}
 }
 

@@ -54,3 +54,13 @@ func chmodNoFollow(dirfd int, name string, mode uint32) error {
 	}
 	return err
 }
+
+// renameNoReplace renames old in dirfd to new unless an entry exists at
+// new (EEXIST).
+func renameNoReplace(dirfd int, old, new string) error {
+	err := unix.Renameat2(dirfd, old, dirfd, new, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		return linkNoReplace(dirfd, old, new) // a file system without RENAME_NOREPLACE
+	}
+	return err
+}

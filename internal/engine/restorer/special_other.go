@@ -20,3 +20,9 @@ func makeSpecial(dirfd int, name string, n *tree.Node) error {
 func chmodNoFollow(dirfd int, name string, mode uint32) error {
 	return unix.Fchmodat(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
 }
+
+// renameNoReplace renames the regular file old in dirfd to new unless an
+// entry exists at new (EEXIST).
+func renameNoReplace(dirfd int, old, new string) error {
+	return linkNoReplace(dirfd, old, new)
+}
