@@ -273,3 +273,14 @@ func TestMutate(t *testing.T) {
 			added, changedBytes, files, totalBytes)
 	}
 }
+
+// TestMutateManySeeds: a renamed directory whose subdirectories also
+// changed once made the final chtimes pass fail on their old paths.
+func TestMutateManySeeds(t *testing.T) {
+	for seed := range uint64(12) {
+		d := generate(t, 4<<20, seed)
+		if err := Mutate(d, 1, seed); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+	}
+}

@@ -257,7 +257,18 @@ func (m *mutation) renameDir() error {
 	}
 	d := nested[m.r.IntN(len(nested))]
 	m.touch(d)
-	return os.Rename(m.abs(d), m.abs(d+"-renamed-"+strconv.Itoa(m.round)))
+	renamed := d + "-renamed-" + strconv.Itoa(m.round)
+	if err := os.Rename(m.abs(d), m.abs(renamed)); err != nil {
+		return err
+	}
+	// Directories below it that changed are now under the new name.
+	for t := range m.touched {
+		if t == d || strings.HasPrefix(t, d+"/") {
+			delete(m.touched, t)
+			m.touched[renamed+strings.TrimPrefix(t, d)] = true
+		}
+	}
+	return nil
 }
 
 func (m *mutation) abs(rel string) string { return filepath.Join(m.root, filepath.FromSlash(rel)) }
