@@ -39,6 +39,7 @@ type memSaver struct {
 	blobs        map[blob.ID][]byte
 	types        map[blob.ID]blob.Type
 	missingCalls int
+	asked        map[blob.ID]int // ids asked about by Missing, and how often
 	saves        int
 	levels       map[blob.Compression]int
 	failSave     error // returned by every Save when set
@@ -50,7 +51,8 @@ func newMemSaver(t testing.TB) *memSaver {
 		t.Fatal(err)
 	}
 	t.Cleanup(codec.Close)
-	return &memSaver{codec: codec, blobs: map[blob.ID][]byte{}, types: map[blob.ID]blob.Type{}, levels: map[blob.Compression]int{}}
+	return &memSaver{codec: codec, blobs: map[blob.ID][]byte{}, types: map[blob.ID]blob.Type{}, levels: map[blob.Compression]int{},
+		asked: map[blob.ID]int{}}
 }
 
 func (s *memSaver) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) {
@@ -59,6 +61,7 @@ func (s *memSaver) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error
 	s.missingCalls++
 	var out []blob.ID
 	for _, id := range ids {
+		s.asked[id]++
 		if _, ok := s.blobs[id]; !ok {
 			out = append(out, id)
 		}

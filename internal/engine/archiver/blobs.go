@@ -194,11 +194,11 @@ func (r *run) save() error {
 			continue
 		}
 		if it.t == blob.Tree {
-			r.counts.treeBlobs.Add(1)
+			r.add(cTreeBlobs, 1)
 		} else {
-			r.counts.dataBlobs.Add(1)
+			r.add(cDataBlobs, 1)
 		}
-		r.counts.addedRaw.Add(uint64(n))
+		r.add(cAddedRaw, uint64(n))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -55,8 +56,31 @@ func (r *run) readFiles() error {
 // left out.
 func (rd *reader) file(job fileJob) error {
 	r := rd.r
+	o := &r.a.opts
 	n := &job.dir.nodes[job.index]
 	p := job.dir.join(n.Name)
+	var abs string
+	if r.needAbs {
+		abs = job.dir.abs + "/" + n.Name
+		if o.Progress != nil {
+			o.Progress.current.Store(&abs)
+		}
+	}
+	state := CacheMiss
+	if o.Cache != nil {
+		fst := fileStat(&job.st)
+		content, cs := o.Cache.Lookup(abs, fst)
+		if cs == CacheUnchanged && (len(content) > 0) == (job.st.Size > 0) {
+			return rd.reuse(job, abs, fst, content)
+		}
+		if cs != CacheMiss {
+			state = CacheChanged
+		}
+	}
+	var start time.Time
+	if o.OnFile != nil {
+		start = time.Now()
+	}
 	if r.a.hook != nil {
 		r.a.hook("open", p)
 	}
@@ -105,12 +129,38 @@ func (rd *reader) file(job fileJob) error {
 	}
 	n.Content, n.Size = content, uint64(size)
 	var after unix.Stat_t
-	if err := unix.Fstat(fd, &after); err != nil || after.Size != before.Size || after.Mtim != before.Mtim || size != before.Size {
+	changed := unix.Fstat(fd, &after) != nil || after.Size != before.Size || after.Mtim != before.Mtim || size != before.Size
+	if changed {
 		r.report(p, ErrChanged)
 	}
 	n.Xattrs = r.xattrs(fd, p)
-	r.counts.files.Add(1)
-	r.counts.bytes.Add(uint64(size))
+	r.add(cFiles, 1)
+	r.add(cBytes, uint64(size))
+	if state == CacheMiss {
+		r.add(cFilesNew, 1)
+	} else {
+		r.add(cFilesChanged, 1)
+	}
+	if o.OnFile != nil && !changed {
+		o.OnFile(abs, smudge(fileStat(&before), start, r.a.racyWindow), content)
+	}
+	return nil
+}
+
+// reuse completes the node of a file the cache knows unchanged, from the
+// walker's lstat and the cached content, without opening the file.
+func (rd *reader) reuse(job fileJob, abs string, fst FileStat, content []blob.ID) error {
+	r := rd.r
+	n := &job.dir.nodes[job.index]
+	r.fill(n, &job.st)
+	n.Content = content
+	n.Xattrs = r.linkXattrs(job.dir, n.Name)
+	r.add(cFiles, 1)
+	r.add(cBytes, uint64(job.st.Size))
+	r.add(cFilesUnchanged, 1)
+	if f := r.a.opts.OnFile; f != nil {
+		f(abs, fst, content)
+	}
 	return nil
 }
 
@@ -165,7 +215,7 @@ func (rd *reader) content(fd int, size int64) ([]blob.ID, int64, error) {
 			}
 			data := buf.b[:n]
 			id := r.a.opts.Codec.ID(data)
-			r.counts.read.Add(uint64(n))
+			r.add(cRead, uint64(n))
 			if err := r.emit(item{t: blob.Data, id: id, data: data, buf: buf}); err != nil {
 				return nil, 0, &fatalError{err}
 			}
@@ -202,7 +252,7 @@ func (rd *reader) content(fd int, size int64) ([]blob.ID, int64, error) {
 		}
 		ids = append(ids, id)
 		total += int64(len(chunk))
-		r.counts.read.Add(uint64(len(chunk)))
+		r.add(cRead, uint64(len(chunk)))
 	}
 }
 

@@ -32,18 +32,19 @@ type run struct {
 	budget  *semaphore.Weighted
 	names   *names
 
-	root   blob.ID
-	counts counters
+	root     blob.ID
+	counts   [numCounters]atomic.Uint64
+	progress *[numCounters]*atomic.Uint64 // Options.Progress's counters, or nil
+	// needAbs is set when files' absolute paths are needed: for the
+	// cache, OnFile or Progress.
+	needAbs bool
+	// comps is the walker's scratch for an entry's path components, when
+	// excluding.
+	comps []string
 
 	mu     sync.Mutex
 	errors []FileError
 	open   map[*dir]struct{} // directories holding a descriptor
-}
-
-// counters are the statistics that several goroutines update.
-type counters struct {
-	files, dirs, symlinks, others, bytes, read atomic.Uint64
-	dataBlobs, treeBlobs, addedRaw             atomic.Uint64
 }
 
 // dir is a directory being backed up. Its nodes are filled in by the
@@ -54,36 +55,31 @@ type counters struct {
 type dir struct {
 	parent  *dir
 	index   int    // of this directory's node in parent.nodes
-	path    string // relative to the root, "" for the root
+	path    string // as errors report it: relative to the root for Archive ("" for the root), absolute for ArchivePaths
+	abs     string // absolute, "" for "/"
+	comps   []string
 	f       *os.File
 	fd      int // f's descriptor
 	nodes   []tree.Node
 	pending atomic.Int64
+	// dev is the device of the directory its backup path started at
+	// (Options.OneFileSystem).
+	dev uint64
+	// mount marks a directory on another device than dev, stored
+	// without its entries (Options.OneFileSystem).
+	mount bool
+	// way, for ArchivePaths, is set on a directory on the way to the
+	// given paths: it lists way.children instead of its own entries.
+	way *pathNode
 }
 
 // skipped marks a node left out of its directory.
 const skipped tree.Type = 0
 
-// Archive backs up the directory tree at root (which must be a directory;
-// a symlink given as root is followed, none below it is) through s and
-// returns the id of the root's tree. It fails when the root cannot be read,
-// when s fails, or when ctx ends; unreadable entries below the root are
-// reported in Stats.Errors instead.
-func (a *Archiver) Archive(ctx context.Context, s Saver, root string) (blob.ID, Stats, error) {
-	f, err := os.Open(root)
-	if err != nil {
-		return blob.ID{}, Stats{}, fmt.Errorf("archive %s: %w", root, err)
-	}
-	if fi, err := f.Stat(); err != nil || !fi.IsDir() {
-		f.Close()
-		if err == nil {
-			err = errors.New("not a directory")
-		}
-		return blob.ID{}, Stats{}, fmt.Errorf("archive %s: %w", root, err)
-	}
-	g, gctx := errgroup.WithContext(ctx)
+// newRun prepares one backup through s.
+func (a *Archiver) newRun(ctx context.Context, s Saver) *run {
 	o := a.opts
-	r := &run{a: a, ctx: gctx, saver: s,
+	r := &run{a: a, ctx: ctx, saver: s,
 		files:   make(chan fileJob, 4*o.Workers),
 		items:   make(chan item, 2*o.BatchSize),
 		batches: make(chan []item, 1),
@@ -91,8 +87,21 @@ func (a *Archiver) Archive(ctx context.Context, s Saver, root string) (blob.ID, 
 		budget:  semaphore.NewWeighted(o.MemoryLimit),
 		names:   newNames(),
 		open:    map[*dir]struct{}{},
+		needAbs: o.Cache != nil || o.OnFile != nil || o.Progress != nil,
 	}
-	top := &dir{f: f, fd: int(f.Fd())}
+	if p := o.Progress; p != nil {
+		r.progress = p.counters()
+	}
+	return r
+}
+
+// archive runs the pipeline from the directory top, which it closes, and
+// returns the root tree's id: zero when top was a way directory all of
+// whose entries were left out.
+func (r *run) archive(top *dir) (blob.ID, Stats, error) {
+	g, gctx := errgroup.WithContext(r.ctx)
+	r.ctx = gctx
+	o := r.a.opts
 	r.opened(top)
 
 	var producers sync.WaitGroup
@@ -123,24 +132,51 @@ func (a *Archiver) Archive(ctx context.Context, s Saver, root string) (blob.ID, 
 			return r.save()
 		})
 	}
-	err = g.Wait()
+	err := g.Wait()
 	r.closeAll()
 	st := r.stats()
 	if err != nil {
-		return blob.ID{}, st, fmt.Errorf("archive %s: %w", root, err)
-	}
-	if r.root.IsZero() {
-		// Only an internal error can leave the root unfinished.
-		return blob.ID{}, st, fmt.Errorf("archive %s: the root directory was not stored", root)
+		return blob.ID{}, st, err
 	}
 	return r.root, st, nil
 }
 
+// The run's counters.
+const (
+	cFiles = iota
+	cDirs
+	cSymlinks
+	cOthers
+	cBytes
+	cRead
+	cDataBlobs
+	cTreeBlobs
+	cAddedRaw
+	cFilesNew
+	cFilesChanged
+	cFilesUnchanged
+	cExcluded
+	cErrors
+	cFoundFiles
+	cFoundBytes
+	numCounters
+)
+
+// add adds n to counter c of the run and of Options.Progress.
+func (r *run) add(c int, n uint64) {
+	r.counts[c].Add(n)
+	if p := r.progress; p != nil {
+		p[c].Add(n)
+	}
+}
+
 func (r *run) stats() Stats {
 	c := &r.counts
-	st := Stats{ReadBytes: c.read.Load(), AddedRawBytes: c.addedRaw.Load()}
-	st.Files, st.Dirs, st.Symlinks, st.Others = c.files.Load(), c.dirs.Load(), c.symlinks.Load(), c.others.Load()
-	st.Bytes, st.DataBlobs, st.TreeBlobs = c.bytes.Load(), c.dataBlobs.Load(), c.treeBlobs.Load()
+	st := Stats{ReadBytes: c[cRead].Load(), AddedRawBytes: c[cAddedRaw].Load(),
+		FilesNew: c[cFilesNew].Load(), FilesChanged: c[cFilesChanged].Load(), FilesUnchanged: c[cFilesUnchanged].Load(),
+		Excluded: c[cExcluded].Load()}
+	st.Files, st.Dirs, st.Symlinks, st.Others = c[cFiles].Load(), c[cDirs].Load(), c[cSymlinks].Load(), c[cOthers].Load()
+	st.Bytes, st.DataBlobs, st.TreeBlobs = c[cBytes].Load(), c[cDataBlobs].Load(), c[cTreeBlobs].Load()
 	r.mu.Lock()
 	st.Errors = slices.Clone(r.errors)
 	r.mu.Unlock()
@@ -154,6 +190,7 @@ func (r *run) report(p string, err error) {
 	r.mu.Lock()
 	r.errors = append(r.errors, fe)
 	r.mu.Unlock()
+	r.add(cErrors, 1)
 	if r.a.opts.OnError != nil {
 		r.a.opts.OnError(fe)
 	}
@@ -184,10 +221,26 @@ func (r *run) closeAll() {
 
 func (d *dir) join(name string) string { return path.Join(d.path, name) }
 
+// child returns the directory entry i of d, open as fd.
+func (d *dir) child(i int, name string, fd int) *dir {
+	c := &dir{parent: d, index: i, path: d.join(name), abs: d.abs + "/" + name, fd: fd, dev: d.dev}
+	c.f = os.NewFile(uintptr(fd), c.path)
+	if d.comps != nil {
+		c.comps = append(slices.Clip(d.comps), name)
+	}
+	return c
+}
+
 // walk lists d, dispatches its files to the readers and walks its
 // subdirectories, depth first.
 func (r *run) walk(d *dir) error {
 	d.pending.Store(1)
+	if d.way != nil {
+		return r.walkWay(d)
+	}
+	if d.mount {
+		return r.done(d)
+	}
 	names, err := d.f.Readdirnames(-1)
 	if err != nil {
 		// The entries read so far would make a misleading directory.
@@ -220,15 +273,30 @@ func (r *run) entry(d *dir, i int, name string) error {
 	var st unix.Stat_t
 	if err := fstatat(d.fd, name, &st); err != nil {
 		n.Type = skipped
-		if errors.Is(err, unix.ENOENT) {
+		if r.a.exclude != nil && (r.excluded(d, name, false) || r.excluded(d, name, true)) {
+			r.add(cExcluded, 1) // whatever it was
+			return nil
+		}
+		switch {
+		case d.way != nil:
+			err = fmt.Errorf("path given to back up: %w", err)
+		case errors.Is(err, unix.ENOENT):
 			err = ErrVanished
 		}
 		r.report(d.join(name), err)
 		return nil
 	}
-	switch nodeType(uint32(st.Mode)) {
+	typ := nodeType(uint32(st.Mode))
+	if r.a.exclude != nil && r.excluded(d, name, typ == tree.Dir) {
+		n.Type = skipped
+		r.add(cExcluded, 1)
+		return nil
+	}
+	switch typ {
 	case tree.File: // the reader fills the node from the file it opens
 		d.pending.Add(1)
+		r.add(cFoundFiles, 1)
+		r.add(cFoundBytes, uint64(st.Size))
 		select {
 		case r.files <- fileJob{dir: d, index: i, st: st}:
 			return nil
@@ -248,16 +316,22 @@ func (r *run) entry(d *dir, i int, name string) error {
 			return nil
 		}
 		n.LinkTarget = target
-		r.counts.symlinks.Add(1)
+		r.add(cSymlinks, 1)
 	case tree.CharDevice, tree.BlockDevice:
 		n.Device = uint64(st.Rdev)
-		r.counts.others.Add(1)
+		r.add(cOthers, 1)
 	case skipped:
 		r.report(d.join(name), fmt.Errorf("unknown file type %#o", st.Mode&unix.S_IFMT))
 	default:
-		r.counts.others.Add(1)
+		r.add(cOthers, 1)
 	}
 	return nil
+}
+
+// excluded reports whether entry name of d matches Options.Exclude.
+func (r *run) excluded(d *dir, name string, isDir bool) bool {
+	r.comps = append(append(r.comps[:0], d.comps...), name)
+	return r.a.exclude.Match(r.comps, isDir)
 }
 
 // subdir opens and walks the directory entry i of d.
@@ -276,7 +350,7 @@ func (r *run) subdir(d *dir, i int) error {
 		r.report(p, err)
 		return nil
 	}
-	child := &dir{parent: d, index: i, path: p, f: os.NewFile(uintptr(fd), p), fd: fd}
+	child := d.child(i, n.Name, fd)
 	r.opened(child)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -292,17 +366,39 @@ func (r *run) subdir(d *dir, i int) error {
 		r.report(p, ErrReplaced)
 		return nil
 	}
+	dev := r.dev(child.abs, &st)
+	if d.way != nil {
+		child.dev = dev // a given path: its own file system
+	} else if r.a.opts.OneFileSystem && dev != d.dev {
+		child.mount = true
+	}
 	n.Xattrs = r.xattrs(fd, p)
 	d.pending.Add(1)
 	return r.walk(child)
 }
 
-// done finishes one entry of d; the last one stores d's tree.
+// dev returns the device of the directory at abs from its stat.
+func (r *run) dev(abs string, st *unix.Stat_t) uint64 {
+	if r.a.devHook != nil {
+		return r.a.devHook(abs, st)
+	}
+	return uint64(st.Dev)
+}
+
+// done finishes one entry of d; the last one stores d's tree. A directory
+// on the way to given paths none of which was stored is left out.
 func (r *run) done(d *dir) error {
 	if d.pending.Add(-1) > 0 {
 		return nil
 	}
 	r.closeDir(d)
+	if d.way != nil && !slices.ContainsFunc(d.nodes, func(n tree.Node) bool { return n.Type != skipped }) {
+		if d.parent == nil {
+			return nil // nothing stored: r.root stays zero
+		}
+		d.parent.nodes[d.index].Type = skipped
+		return r.done(d.parent)
+	}
 	id, err := r.storeTree(d)
 	if err != nil {
 		return err
@@ -312,7 +408,7 @@ func (r *run) done(d *dir) error {
 		return nil
 	}
 	d.parent.nodes[d.index].Subtree = id
-	r.counts.dirs.Add(1)
+	r.add(cDirs, 1)
 	return r.done(d.parent)
 }
 

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -14,6 +16,10 @@ import (
 
 // oNoatime asks open not to update the access time.
 const oNoatime = unix.O_NOATIME
+
+// oPath opens a directory only to reach what it holds (ArchivePaths, on a
+// directory the backup may search but not read).
+const oPath = unix.O_PATH
 
 // xattrs returns the extended attributes of the open file fd, sorted by
 // name. A file system without them gives none; other failures are
@@ -26,10 +32,47 @@ func (r *run) xattrs(fd int, p string) []tree.Xattr {
 	return xs
 }
 
-func readXattrs(fd int) ([]tree.Xattr, error) {
+// linkXattrs returns the extended attributes of entry name of d without
+// opening it (a file the change cache knows unchanged), as xattrs does.
+// The entry is reached through d's descriptor (/proc/self/fd), so that a
+// rename of d meanwhile does not matter; without /proc, through d's path.
+func (r *run) linkXattrs(d *dir, name string) []tree.Xattr {
+	p := "/proc/self/fd/" + strconv.Itoa(d.fd) + "/" + name
+	xs, err := readXattrsOf(lxattrs{p})
+	if errors.Is(err, unix.ENOENT) {
+		if _, statErr := os.Stat("/proc/self/fd"); statErr != nil {
+			xs, err = readXattrsOf(lxattrs{d.abs + "/" + name})
+		}
+	}
+	if err != nil {
+		r.report(d.join(name), fmt.Errorf("read extended attributes (stored without them): %w", err))
+	}
+	return xs
+}
+
+// xattrSource lists and reads extended attributes: of an open file
+// (fdXattrs) or of a path whose last element is not followed (lxattrs).
+type xattrSource interface {
+	list(dst []byte) (int, error)
+	get(name string, dst []byte) (int, error)
+}
+
+type fdXattrs struct{ fd int }
+
+func (s fdXattrs) list(dst []byte) (int, error)             { return unix.Flistxattr(s.fd, dst) }
+func (s fdXattrs) get(name string, dst []byte) (int, error) { return unix.Fgetxattr(s.fd, name, dst) }
+
+type lxattrs struct{ path string }
+
+func (s lxattrs) list(dst []byte) (int, error)             { return unix.Llistxattr(s.path, dst) }
+func (s lxattrs) get(name string, dst []byte) (int, error) { return unix.Lgetxattr(s.path, name, dst) }
+
+func readXattrs(fd int) ([]tree.Xattr, error) { return readXattrsOf(fdXattrs{fd}) }
+
+func readXattrsOf(src xattrSource) ([]tree.Xattr, error) {
 	var list []byte
 	for {
-		n, err := unix.Flistxattr(fd, nil)
+		n, err := src.list(nil)
 		if n == 0 || errors.Is(err, unix.ENOTSUP) {
 			return nil, nil
 		}
@@ -37,7 +80,7 @@ func readXattrs(fd int) ([]tree.Xattr, error) {
 			return nil, err
 		}
 		list = make([]byte, n)
-		n, err = unix.Flistxattr(fd, list)
+		n, err = src.list(list)
 		if errors.Is(err, unix.ERANGE) {
 			continue // the list grew meanwhile
 		}
@@ -52,7 +95,7 @@ func readXattrs(fd int) ([]tree.Xattr, error) {
 		if len(name) == 0 {
 			continue
 		}
-		value, err := getXattr(fd, string(name))
+		value, err := getXattr(src, string(name))
 		if errors.Is(err, unix.ENODATA) {
 			continue // removed meanwhile
 		}
@@ -68,14 +111,14 @@ func readXattrs(fd int) ([]tree.Xattr, error) {
 	return xs, nil
 }
 
-func getXattr(fd int, name string) ([]byte, error) {
+func getXattr(src xattrSource, name string) ([]byte, error) {
 	for {
-		n, err := unix.Fgetxattr(fd, name, nil)
+		n, err := src.get(name, nil)
 		if err != nil {
 			return nil, err
 		}
 		v := make([]byte, n)
-		n, err = unix.Fgetxattr(fd, name, v)
+		n, err = src.get(name, v)
 		if errors.Is(err, unix.ERANGE) {
 			continue
 		}
