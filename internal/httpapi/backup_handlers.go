@@ -1,3 +1,438 @@
 package httpapi
 
-func (s *Server) registerBackups() {}
+import (
+	"context"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cofferhq/coffer"
+	"github.com/cofferhq/coffer/internal/metadb"
+	"github.com/cofferhq/coffer/internal/protocol"
+	"github.com/cofferhq/coffer/internal/server/backups"
+	"github.com/danielgtaylor/huma/v2"
+)
+
+// Backup is a backup on the wire.
+type Backup struct {
+	ID              string              `json:"id"`
+	ClientID        string              `json:"client_id"`
+	PlanID          string              `json:"plan_id" doc:"The plan that ran it; empty for an ad-hoc backup."`
+	RepositoryID    string              `json:"repository_id"`
+	Trigger         string              `json:"trigger" enum:"schedule,manual,api"`
+	State           string              `json:"state" enum:"queued,running,succeeded,partial,failed,canceled"`
+	Paths           []string            `json:"paths" doc:"Absolute paths on the client."`
+	Exclude         []string            `json:"exclude" doc:"Gitignore-style patterns."`
+	Full            bool                `json:"full" doc:"Every file is re-read instead of trusting the change cache."`
+	OneFileSystem   bool                `json:"one_file_system"`
+	HostName        string              `json:"host_name"`
+	SnapshotID      string              `json:"snapshot_id" doc:"The snapshot it committed; empty until it succeeds."`
+	RootTree        string              `json:"root_tree" doc:"Hex id of the snapshot's root tree."`
+	ParentID        string              `json:"parent_id" doc:"The backup whose change cache this one trusted."`
+	Stats           coffer.BackupStats  `json:"stats"`
+	ErrorCount      int                 `json:"error_count" doc:"Entries that could not be backed up."`
+	Errors          *[]coffer.PathError `json:"errors,omitempty" doc:"Those entries and why; only in GET /api/v1/backups/{id}."`
+	Error           string              `json:"error" doc:"Why the backup failed or was canceled."`
+	CancelRequested bool                `json:"cancel_requested" doc:"Someone canceled the running backup; its agent is stopping."`
+	CreatedBy       string              `json:"created_by" doc:"The user who asked for it; empty for the scheduler or the machine's own agent."`
+	CreatedAt       time.Time           `json:"created_at"`
+	StartedAt       *time.Time          `json:"started_at" nullable:"true"`
+	FinishedAt      *time.Time          `json:"finished_at" nullable:"true"`
+	UpdatedAt       time.Time           `json:"updated_at" doc:"The last change or progress report."`
+}
+
+func backupErrorCount(b *coffer.Backup) int { return max(len(b.Errors), int(b.Stats.ErrorCount)) }
+
+func backupList(xs []string) []string {
+	if xs == nil {
+		return []string{}
+	}
+	return xs
+}
+
+// toBackup converts a backup; detail includes its list of errors.
+func toBackup(b *coffer.Backup, detail bool) Backup {
+	out := Backup{ID: b.ID, ClientID: b.ClientID, PlanID: b.PlanID, RepositoryID: b.RepositoryID, Trigger: string(b.Trigger),
+		State: string(b.State), Paths: backupList(b.Paths), Exclude: backupList(b.Exclude), Full: b.Full, OneFileSystem: b.OneFS,
+		HostName: b.HostName, SnapshotID: b.SnapshotID, RootTree: b.RootTree, ParentID: b.ParentID, Stats: b.Stats,
+		ErrorCount: backupErrorCount(b), Error: b.Error, CancelRequested: b.CancelRequested, CreatedBy: b.CreatedBy,
+		CreatedAt: b.CreatedAt, StartedAt: b.StartedAt, FinishedAt: b.FinishedAt, UpdatedAt: b.UpdatedAt}
+	if detail {
+		errs := b.Errors
+		if errs == nil {
+			errs = []coffer.PathError{}
+		}
+		out.Errors = &errs
+	}
+	return out
+}
+
+// toBackupSummary converts a backup for its agent.
+func toBackupSummary(b *coffer.Backup) protocol.BackupSummary {
+	return protocol.BackupSummary{ID: b.ID, State: b.State, Trigger: string(b.Trigger), Paths: backupList(b.Paths),
+		SnapshotID: b.SnapshotID, Stats: b.Stats, Errors: backupErrorCount(b), CreatedAt: b.CreatedAt, FinishedAt: b.FinishedAt}
+}
+
+// backupOut is the single-resource envelope of a backup.
+type backupOut struct {
+	Body struct {
+		Backup Backup `json:"backup"`
+	}
+}
+
+func newBackupOut(b *coffer.Backup) *backupOut {
+	out := &backupOut{}
+	out.Body.Backup = toBackup(b, true)
+	return out
+}
+
+// backupCursor is the keyset position of a page of backups.
+type backupCursor struct {
+	CreatedAt time.Time `json:"t"`
+	ID        string    `json:"i"`
+}
+
+// backupPage fetches one cursor page of backups: f with the cursor's
+// position and one row more than the page, to know whether another follows.
+func backupPage(ctx context.Context, p CursorParams, f metadb.BackupFilter,
+	list func(context.Context, metadb.BackupFilter) ([]coffer.Backup, error)) ([]coffer.Backup, *string, error) {
+	if p.Cursor != "" {
+		var c backupCursor
+		if err := decodeCursor(p.Cursor, &c); err != nil {
+			return nil, nil, err
+		}
+		f.After = &metadb.Keyset{CreatedAt: c.CreatedAt, ID: c.ID}
+	}
+	f.Limit = p.PageSize + 1
+	bs, err := list(ctx, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	var next *string
+	if len(bs) > p.PageSize {
+		bs = bs[:p.PageSize]
+		last := bs[len(bs)-1]
+		next = encodeCursor(backupCursor{CreatedAt: last.CreatedAt, ID: last.ID})
+	}
+	return bs, next, nil
+}
+
+// Body limits of the backup routes: a commit or fail report may list
+// 100 000 path errors; a blob check names up to 10 000 ids.
+const (
+	maxBackupReportBytes = 32 << 20
+	maxBlobCheckBytes    = 2 << 20
+)
+
+func (s *Server) registerBackups() {
+	if s.opts.Backups == nil {
+		return
+	}
+	s.registerBackupAgentRoutes()
+	s.registerBackupUserRoutes()
+}
+
+// uploadIn is the input of POST /api/v1/agent/blobs. The body is not read
+// by huma: the service streams it, verifying every frame.
+type uploadIn struct {
+	BackupID string `query:"backup_id" required:"true" minLength:"1" maxLength:"64" doc:"The running backup the blobs belong to."`
+	body     io.Reader
+	size     int64
+}
+
+// Resolve checks the media type and takes the request body.
+func (in *uploadIn) Resolve(ctx huma.Context) []error {
+	mt, _, err := mime.ParseMediaType(ctx.Header("Content-Type"))
+	if err != nil || mt != protocol.MediaType {
+		return []error{&APIError{status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+			Detail: fmt.Sprintf("send blob frames with Content-Type %s", protocol.MediaType), Metadata: map[string]any{}}}
+	}
+	in.body = ctx.BodyReader()
+	in.size = -1
+	if n, err := strconv.ParseInt(ctx.Header("Content-Length"), 10, 64); err == nil && n >= 0 {
+		in.size = n
+	}
+	return nil
+}
+
+func (s *Server) registerBackupAgentRoutes() {
+	tags := []string{"agent"}
+	svc := s.opts.Backups
+
+	type startIn struct {
+		Body protocol.StartBackupRequest
+	}
+	handle(s, Agent, huma.Operation{
+		OperationID: "agent-start-backup", Method: http.MethodPost, Path: "/api/v1/agent/backups", Tags: tags,
+		Summary: "Start a backup",
+		Description: "Starts the queued backup backup_id (sent to the agent in a backup command), or, without backup_id, " +
+			"an ad-hoc backup of paths on this machine. Returns the job and the repository parameters blobs are made with. " +
+			"Starting a backup that already runs for this client returns it again.",
+		DefaultStatus: http.StatusCreated, Errors: []int{http.StatusNotFound, http.StatusConflict},
+	}, func(ctx context.Context, in *startIn) (*struct{ Body *protocol.StartBackupResponse }, error) {
+		res, err := svc.StartBackup(ctx, principalFrom(ctx).ClientID, in.Body)
+		if err != nil {
+			return nil, err
+		}
+		return &struct{ Body *protocol.StartBackupResponse }{res}, nil
+	})
+
+	type checkIn struct {
+		Body protocol.CheckBlobsRequest
+	}
+	handle(s, Agent, huma.Operation{
+		OperationID: "agent-check-blobs", Method: http.MethodPost, Path: "/api/v1/agent/blobs/check", Tags: tags,
+		Summary: "Ask which blobs are missing",
+		Description: "Returns, in request order, the ids the repository lacks. The others are kept alive for the running " +
+			"backup until it commits or fails.",
+		Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge}, MaxBodyBytes: maxBlobCheckBytes,
+	}, func(ctx context.Context, in *checkIn) (*struct{ Body *protocol.CheckBlobsResponse }, error) {
+		res, err := svc.CheckBlobs(ctx, principalFrom(ctx).ClientID, in.Body)
+		if err != nil {
+			return nil, err
+		}
+		return &struct{ Body *protocol.CheckBlobsResponse }{res}, nil
+	})
+
+	handle(s, Agent, huma.Operation{
+		OperationID: "agent-upload-blobs", Method: http.MethodPost, Path: "/api/v1/agent/blobs", Tags: tags,
+		Summary: "Upload blobs",
+		Description: "The body is blob frames back to back (see docs/agent-protocol.md): type (1 byte), id (32), plaintext " +
+			"length (4, big-endian), payload length (4), payload (zstd-compressed plaintext, or the plaintext). The server " +
+			"verifies every frame before storing any — a corrupt one fails the request with 400 blob_corrupt naming it, " +
+			"and nothing is stored — skips blobs it already holds, and answers once the rest are durably stored and " +
+			"indexed. Sending the same frames again is harmless.",
+		RequestBody: &huma.RequestBody{Required: true, Description: "Blob frames.",
+			Content: map[string]*huma.MediaType{protocol.MediaType: {Schema: &huma.Schema{Type: "string", Format: "binary"}}}},
+		MaxBodyBytes: svc.MaxUploadBytes(),
+		Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge,
+			http.StatusUnsupportedMediaType},
+	}, func(ctx context.Context, in *uploadIn) (*struct{ Body *protocol.UploadResponse }, error) {
+		res, err := svc.Upload(ctx, principalFrom(ctx).ClientID, in.BackupID, in.body, in.size)
+		if err != nil {
+			return nil, err
+		}
+		return &struct{ Body *protocol.UploadResponse }{res}, nil
+	})
+
+	type progressIn struct {
+		ID   string `path:"id" maxLength:"64"`
+		Body protocol.BackupProgress
+	}
+	handle(s, Agent, huma.Operation{
+		OperationID: "agent-backup-progress", Method: http.MethodPost, Path: "/api/v1/agent/backups/{id}/progress", Tags: tags,
+		Summary: "Report backup progress",
+		Description: "Records the running backup's statistics. A backup without progress for a while is failed by the " +
+			"server. cancel=true in the answer tells the agent to stop: the backup was canceled or already ended.",
+		Errors: []int{http.StatusNotFound, http.StatusConflict},
+	}, func(ctx context.Context, in *progressIn) (*struct{ Body *protocol.ProgressResponse }, error) {
+		res, err := svc.Progress(ctx, principalFrom(ctx).ClientID, in.ID, in.Body)
+		if err != nil {
+			return nil, err
+		}
+		return &struct{ Body *protocol.ProgressResponse }{res}, nil
+	})
+
+	type commitIn struct {
+		ID   string `path:"id" maxLength:"64"`
+		Body protocol.CommitRequest
+	}
+	type commitOut struct {
+		Body struct {
+			Backup protocol.BackupSummary `json:"backup"`
+		}
+	}
+	handle(s, Agent, huma.Operation{
+		OperationID: "agent-commit-backup", Method: http.MethodPost, Path: "/api/v1/agent/backups/{id}/commit", Tags: tags,
+		Summary: "Commit a backup",
+		Description: "Writes the snapshot of the root tree and ends the backup succeeded (partial when errors are listed). " +
+			"When blobs the tree references are missing it answers 409 missing_blobs with up to 1000 of their ids in " +
+			"metadata." + protocol.MissingBlobsMetadataKey + "; the backup keeps running, so upload them and commit again. " +
+			"Committing the same tree again returns the backup.",
+		Errors: []int{http.StatusNotFound, http.StatusConflict}, MaxBodyBytes: maxBackupReportBytes,
+	}, func(ctx context.Context, in *commitIn) (*commitOut, error) {
+		b, err := svc.Commit(ctx, principalFrom(ctx).ClientID, in.ID, in.Body)
+		if err != nil {
+			return nil, err
+		}
+		out := &commitOut{}
+		out.Body.Backup = toBackupSummary(b)
+		return out, nil
+	})
+
+	type failIn struct {
+		ID   string `path:"id" maxLength:"64"`
+		Body protocol.FailRequest
+	}
+	handle(s, Agent, huma.Operation{
+		OperationID: "agent-fail-backup", Method: http.MethodPost, Path: "/api/v1/agent/backups/{id}/fail", Tags: tags,
+		Summary: "Give up a backup",
+		Description: "Ends the backup failed (with the reason) or canceled (after a cancel). Nothing is committed; the " +
+			"blobs it uploaded are reused by the next backup.",
+		Errors: []int{http.StatusNotFound, http.StatusConflict}, MaxBodyBytes: maxBackupReportBytes,
+	}, func(ctx context.Context, in *failIn) (*struct{ Body CommandResult }, error) {
+		b, err := svc.Fail(ctx, principalFrom(ctx).ClientID, in.ID, in.Body)
+		if err != nil {
+			return nil, err
+		}
+		return &struct{ Body CommandResult }{CommandResult{Message: fmt.Sprintf("Backup %s.", b.State), Success: true, ID: b.ID}}, nil
+	})
+
+	type listIn struct {
+		CursorParams
+	}
+	handle(s, Agent, huma.Operation{
+		OperationID: "agent-list-backups", Method: http.MethodGet, Path: "/api/v1/agent/backups", Tags: tags,
+		Summary: "List this client's backups", Description: "This client's backups, newest first, cursor-paginated.",
+	}, func(ctx context.Context, in *listIn) (*struct{ Body *Page[protocol.BackupSummary] }, error) {
+		clientID := principalFrom(ctx).ClientID
+		bs, next, err := backupPage(ctx, in.CursorParams, metadb.BackupFilter{},
+			func(ctx context.Context, f metadb.BackupFilter) ([]coffer.Backup, error) {
+				return svc.Backups(ctx, clientID, f.After, f.Limit)
+			})
+		if err != nil {
+			return nil, err
+		}
+		items := make([]protocol.BackupSummary, len(bs))
+		for i := range bs {
+			items[i] = toBackupSummary(&bs[i])
+		}
+		return &struct{ Body *Page[protocol.BackupSummary] }{cursorPage(items, in.PageSize, next)}, nil
+	})
+
+	type treeIn struct {
+		ID   string `path:"id" maxLength:"64"`
+		Path string `query:"path" maxLength:"4096" doc:"A path in the backup, slash-separated, relative to its root (a leading / is ignored); empty for the root."`
+	}
+	handle(s, Agent, huma.Operation{
+		OperationID: "agent-backup-tree", Method: http.MethodGet, Path: "/api/v1/agent/backups/{id}/tree", Tags: tags,
+		Summary: "List a directory of a backup",
+		Description: "The entries of the directory at path in one of this client's committed backups; a file's path " +
+			"lists that file. A path the backup does not hold is 404 path_not_found.",
+		Errors: []int{http.StatusNotFound, http.StatusConflict},
+	}, func(ctx context.Context, in *treeIn) (*struct {
+		Body Collection[protocol.TreeEntry]
+	}, error) {
+		entries, err := svc.Tree(ctx, principalFrom(ctx).ClientID, in.ID, in.Path)
+		if err != nil {
+			return nil, err
+		}
+		return &struct {
+			Body Collection[protocol.TreeEntry]
+		}{Collection[protocol.TreeEntry]{Items: entries, Total: len(entries)}}, nil
+	})
+}
+
+func (s *Server) registerBackupUserRoutes() {
+	tags := []string{"backups"}
+	svc := s.opts.Backups
+
+	type listIn struct {
+		CursorParams
+		ClientID string    `query:"client_id" maxLength:"64" doc:"Only this client's backups."`
+		PlanID   string    `query:"plan_id" maxLength:"64" doc:"Only this plan's backups."`
+		State    []string  `query:"state" maxItems:"6" enum:"queued,running,succeeded,partial,failed,canceled" doc:"Only backups in these states (repeatable)."`
+		Since    time.Time `query:"since" doc:"Only backups created at or after this time (RFC 3339)."`
+		Until    time.Time `query:"until" doc:"Only backups created before this time (RFC 3339)."`
+	}
+	handle(s, Read, huma.Operation{
+		OperationID: "list-backups", Method: http.MethodGet, Path: "/api/v1/backups", Tags: tags,
+		Summary: "List backups", Description: "Backups of every client, newest first, cursor-paginated. Lists omit each backup's errors.",
+	}, func(ctx context.Context, in *listIn) (*struct{ Body *Page[Backup] }, error) {
+		f := metadb.BackupFilter{ClientID: in.ClientID, PlanID: in.PlanID, Since: in.Since, Until: in.Until}
+		for _, st := range in.State {
+			f.States = append(f.States, coffer.JobState(st))
+		}
+		bs, next, err := backupPage(ctx, in.CursorParams, f, svc.List)
+		if err != nil {
+			return nil, err
+		}
+		items := make([]Backup, len(bs))
+		for i := range bs {
+			items[i] = toBackup(&bs[i], false)
+		}
+		return &struct{ Body *Page[Backup] }{cursorPage(items, in.PageSize, next)}, nil
+	})
+
+	type idIn struct {
+		ID string `path:"id" maxLength:"64"`
+	}
+	handle(s, Read, huma.Operation{
+		OperationID: "get-backup", Method: http.MethodGet, Path: "/api/v1/backups/{id}", Tags: tags,
+		Summary: "Get a backup", Description: "One backup, with the entries it could not back up.",
+		Errors: []int{http.StatusNotFound},
+	}, func(ctx context.Context, in *idIn) (*backupOut, error) {
+		b, err := svc.Get(ctx, in.ID)
+		if err != nil {
+			return nil, err
+		}
+		return newBackupOut(b), nil
+	})
+
+	type treeIn struct {
+		ID   string `path:"id" maxLength:"64"`
+		Path string `query:"path" maxLength:"4096" doc:"A path in the backup, slash-separated, relative to its root (a leading / is ignored); empty for the root."`
+	}
+	handle(s, Read, huma.Operation{
+		OperationID: "backup-tree", Method: http.MethodGet, Path: "/api/v1/backups/{id}/tree", Tags: tags,
+		Summary: "List a directory of a backup",
+		Description: "The entries of the directory at path in a committed backup; a file's path lists that file. " +
+			"A path the backup does not hold is 404 path_not_found.",
+		Errors: []int{http.StatusNotFound, http.StatusConflict},
+	}, func(ctx context.Context, in *treeIn) (*struct {
+		Body Collection[protocol.TreeEntry]
+	}, error) {
+		entries, err := svc.TreeOf(ctx, in.ID, in.Path)
+		if err != nil {
+			return nil, err
+		}
+		return &struct {
+			Body Collection[protocol.TreeEntry]
+		}{Collection[protocol.TreeEntry]{Items: entries, Total: len(entries)}}, nil
+	})
+
+	handle(s, Operate, huma.Operation{
+		OperationID: "cancel-backup", Method: http.MethodPost, Path: "/api/v1/backups/{id}/cancel", Tags: tags,
+		Summary: "Cancel a backup",
+		Description: "A queued backup is canceled at once; a running one is marked and its agent told to stop, after " +
+			"which it ends canceled. A backup that already ended is 409 backup_finished.",
+		Errors: []int{http.StatusNotFound, http.StatusConflict},
+	}, func(ctx context.Context, in *idIn) (*struct{ Body CommandResult }, error) {
+		b, err := svc.Cancel(ctx, principalFrom(ctx), in.ID)
+		if err != nil {
+			return nil, err
+		}
+		msg := "Backup canceled."
+		if b.State == coffer.JobRunning {
+			msg = "Cancel requested: the agent is told to stop the backup."
+		}
+		return &struct{ Body CommandResult }{CommandResult{Message: msg, Success: true, ID: b.ID}}, nil
+	})
+
+	type runIn struct {
+		ID   string `path:"id" maxLength:"64" doc:"The client."`
+		Body struct {
+			Paths         []string `json:"paths" minItems:"1" maxItems:"1000" doc:"Absolute paths on the client."`
+			Exclude       []string `json:"exclude,omitempty" maxItems:"10000" doc:"Gitignore-style patterns."`
+			Full          bool     `json:"full,omitempty" doc:"Re-read every file instead of trusting the change cache."`
+			OneFileSystem bool     `json:"one_file_system,omitempty" doc:"Do not cross into other file systems."`
+		}
+	}
+	handle(s, Operate, huma.Operation{
+		OperationID: "run-client-backup", Method: http.MethodPost, Path: "/api/v1/clients/{id}/backups", Tags: tags,
+		Summary: "Back up a client now",
+		Description: "Queues an ad-hoc backup of paths on the client and sends its agent the command to run it. " +
+			"Its trigger is api for an API token, manual otherwise.",
+		DefaultStatus: http.StatusCreated, Errors: []int{http.StatusNotFound}, MaxBodyBytes: maxBackupReportBytes,
+	}, func(ctx context.Context, in *runIn) (*backupOut, error) {
+		b, err := svc.RunAdHoc(ctx, principalFrom(ctx), in.ID, backups.AdHoc{Paths: in.Body.Paths, Exclude: in.Body.Exclude,
+			Full: in.Body.Full, OneFileSystem: in.Body.OneFileSystem})
+		if err != nil {
+			return nil, err
+		}
+		return newBackupOut(b), nil
+	})
+}

@@ -296,10 +296,12 @@ type LocateResponse struct {
 	Locations []BlobLocation `json:"locations"`
 }
 
-// ReadRequest is the body of POST /api/v1/agent/blobs/read. The response
-// is application/octet-stream: one frame per blob, in request order (see
-// WriteFrame), each carrying the blob's payload as stored before
-// encryption (zstd when smaller than the plaintext).
+// ReadRequest is the body of POST /api/v1/agent/blobs/read. Only the ids
+// of Blobs count: the server looks every blob up itself. The response is
+// a MediaType stream: one frame per distinct id, in no particular order
+// (each frame names its blob; see WriteFrame), carrying the blob's payload
+// as stored before encryption (zstd when smaller than the plaintext), or
+// an error frame for a blob the server lacks or cannot read.
 type ReadRequest struct {
 	RestoreID string         `json:"restore_id" maxLength:"64"`
 	Blobs     []BlobLocation `json:"blobs" maxItems:"4096"`

@@ -191,6 +191,15 @@ func (w *Writer) SavePayload(ctx context.Context, t blob.Type, id blob.ID, paylo
 		return false, err
 	}
 	*bufp = plain
+	return w.SaveVerifiedPayload(ctx, t, id, payload, rawLen)
+}
+
+// SaveVerifiedPayload is SavePayload for a payload the caller has already
+// checked with blob.Codec.DecodePayload (the server checks a whole upload
+// before storing any of it, and need not decompress and hash twice).
+// Storing an unchecked payload this way would let a client store a blob
+// that does not match its id: never do that.
+func (w *Writer) SaveVerifiedPayload(ctx context.Context, t blob.Type, id blob.ID, payload []byte, rawLen int) (bool, error) {
 	if !w.reserve(id) {
 		return false, w.failure()
 	}
@@ -198,7 +207,7 @@ func (w *Writer) SavePayload(ctx context.Context, t blob.Type, id blob.ID, paylo
 	defer encodeBuffers.Put(sealp)
 	stored := w.repo.codec.SealPayload((*sealp)[:0], t, id, payload)
 	*sealp = stored
-	err = w.add(ctx, t, id, stored, rawLen)
+	err := w.add(ctx, t, id, stored, rawLen)
 	return err == nil, err
 }
 
