@@ -5,6 +5,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +31,12 @@ type cli struct {
 
 	Server  serverCmd  `cmd:"" help:"Run the Coffer server (the default), or one of its maintenance commands."`
 	Version versionCmd `cmd:"" help:"Print the version of this binary."`
+
+	Agent   agentCmd   `cmd:"" help:"Enroll this machine with a server, or run its agent."`
+	Backup  backupCmd  `cmd:"" help:"Back up files and directories of this machine now."`
+	Restore restoreCmd `cmd:"" help:"Restore a backup of this machine into a directory."`
+	Backups backupsCmd `cmd:"" help:"List this machine's backups, newest first."`
+	Ls      lsCmd      `cmd:"" help:"List a directory of a backup, like ls -l."`
 }
 
 // globals are the settings every command gets.
@@ -75,7 +82,8 @@ func printHelp(options kong.HelpOptions, ctx *kong.Context) error {
 
 func main() {
 	var c cli
-	parser, err := newParser(&c)
+	// Usage errors exit 1 like every other failure (kong's own code is 80).
+	parser, err := newParser(&c, kong.Exit(func(code int) { os.Exit(min(code, 1)) }))
 	if err != nil {
 		panic(err) // the cli struct is malformed: a programming error
 	}
@@ -88,6 +96,10 @@ func main() {
 	}
 	slog.SetDefault(logger)
 	if err := ctx.Run(&globals{logger: logger, stdout: os.Stdout}); err != nil {
+		var st interface{ ExitCode() int }
+		if errors.As(err, &st) {
+			os.Exit(st.ExitCode()) // the command reported its outcome itself (coffer backup, coffer restore)
+		}
 		logger.Error(ctx.Command()+" failed", "err", err)
 		os.Exit(1)
 	}

@@ -15,8 +15,11 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/httpapi"
+	"github.com/cofferhq/coffer/internal/server/agents"
 	"github.com/cofferhq/coffer/internal/server/auth"
+	"github.com/cofferhq/coffer/internal/server/backups"
 	"github.com/cofferhq/coffer/internal/server/events"
+	"github.com/cofferhq/coffer/internal/server/restores"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -85,6 +88,11 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	hub := events.New(events.Options{Store: db, Logger: log.With("component", "events"), Retention: c.EventRetention,
 		Notifications: notes})
 	authSvc := auth.New(auth.Options{Store: db, Events: hub, Logger: log.With("component", "auth"), SessionTTL: c.SessionTTL})
+	agentSvc := agents.New(agents.Options{Store: db, Events: hub, Logger: log.With("component", "agents")})
+	backupSvc := backups.New(backups.Options{Store: db, Repo: repo, Events: hub, Commands: agentSvc, Clients: agentSvc,
+		Logger: log.With("component", "backups")})
+	restoreSvc := restores.New(restores.Options{Store: db, Repo: repo, Events: hub, Commands: agentSvc, Clients: agentSvc,
+		Logger: log.With("component", "restores")})
 
 	created, generated, err := authSvc.Bootstrap(ctx, c.AdminUser, c.AdminPassword)
 	if err != nil {
@@ -94,7 +102,7 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	version, commitID, _ := buildInfo()
 	reg := newRegistry(version, commitID, db, hub)
 	api, err := httpapi.New(httpapi.Options{
-		Auth: authSvc, Events: hub, EventLog: db,
+		Auth: authSvc, Events: hub, EventLog: db, Agents: agentSvc, Backups: backupSvc, Restores: restoreSvc,
 		Readiness: readinessChecks(db, loc.dataDir, repo.Backend(), log), Components: componentChecks(db, loc.dataDir, repo.Backend(), hub, log),
 		Logger: log, Registry: reg, Gatherer: reg, Version: version, Commit: commitID,
 		MaxBodyBytes: c.MaxBodySize, TrustedProxies: proxies,
@@ -129,6 +137,14 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	var bg errgroup.Group
 	bg.Go(func() error { return hub.Run(runCtx) })
 	bg.Go(func() error { every(runCtx, 10*time.Minute, authSvc.Maintain); return nil })
+	bg.Go(func() error {
+		every(runCtx, agentSvc.HeartbeatInterval(), func(ctx context.Context) {
+			logFailure(log, "agents maintenance", agentSvc.Maintain(ctx))
+			logFailure(log, "backups maintenance", backupSvc.Maintain(ctx))
+			logFailure(log, "restores maintenance", restoreSvc.Maintain(ctx))
+		})
+		return nil
+	})
 
 	serveErr := make(chan error, 1)
 	go func() {
@@ -146,7 +162,8 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: finishing in-flight requests", "timeout", c.ShutdownTimeout)
-	hub.Close() // ends the SSE streams so Shutdown need not wait for them
+	hub.Close()      // ends the SSE streams so Shutdown need not wait for them
+	agentSvc.Close() // and the agents' command streams: they reconnect when a server is back
 	shutCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
 	err = srv.Shutdown(shutCtx)
@@ -224,5 +241,12 @@ func every(ctx context.Context, interval time.Duration, fn func(context.Context)
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// logFailure logs a background task's error, if any.
+func logFailure(log *slog.Logger, what string, err error) {
+	if err != nil {
+		log.Warn(what+" failed", "err", err)
 	}
 }
