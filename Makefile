@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: build run test test-short lint fmt clean
+.PHONY: build run test test-short lint fmt clean bench
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/coffer
@@ -22,6 +22,10 @@ test:
 ## test-short: the tests without the PostgreSQL and S3 servers and without -race
 test-short:
 	$(GO) test ./...
+
+## bench: build bin/coffer and time it against restic on a generated 1 GiB corpus (BENCH_FLAGS='-runs 3' for medians; see bench/README.md)
+bench: build
+	$(GO) run ./bench/cmd/coffer-bench -coffer $(BIN) $(BENCH_FLAGS)
 
 ## lint: formatting and vet
 lint:
