@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 
 	"github.com/alecthomas/kong"
@@ -28,6 +29,8 @@ type cli struct {
 	Config    kong.ConfigFlag `help:"Read settings from this YAML file (keys are flag names, optionally nested under the command)." env:"COFFER_CONFIG" type:"path" placeholder:"FILE"`
 	LogFormat string          `help:"Log format: text on a terminal and JSON otherwise (auto), or always text or json." enum:"auto,text,json" default:"auto" env:"COFFER_LOG_FORMAT"`
 	LogLevel  string          `help:"Least severe log level written: debug, info, warn or error." enum:"debug,info,warn,error" default:"info" env:"COFFER_LOG_LEVEL"`
+	// CPUProfile is for finding where time goes (make bench, a slow backup).
+	CPUProfile string `help:"Write a CPU profile of this run to FILE (go tool pprof reads it)." type:"path" hidden:"" env:"COFFER_CPU_PROFILE" placeholder:"FILE"`
 
 	Server  serverCmd  `cmd:"" help:"Run the Coffer server (the default), or one of its maintenance commands."`
 	Version versionCmd `cmd:"" help:"Print the version of this binary."`
@@ -95,7 +98,14 @@ func main() {
 		os.Exit(2)
 	}
 	slog.SetDefault(logger)
-	if err := ctx.Run(&globals{logger: logger, stdout: os.Stdout}); err != nil {
+	stopProfile, err := startCPUProfile(c.CPUProfile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "coffer:", err)
+		os.Exit(1)
+	}
+	err = ctx.Run(&globals{logger: logger, stdout: os.Stdout})
+	stopProfile()
+	if err != nil {
 		var st interface{ ExitCode() int }
 		if errors.As(err, &st) {
 			os.Exit(st.ExitCode()) // the command reported its outcome itself (coffer backup, coffer restore)
@@ -103,6 +113,23 @@ func main() {
 		logger.Error(ctx.Command()+" failed", "err", err)
 		os.Exit(1)
 	}
+}
+
+// startCPUProfile profiles the process into path until the returned
+// function is called ("" profiles nothing).
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 type versionCmd struct{}
