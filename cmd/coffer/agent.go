@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -41,8 +43,19 @@ func (f stateDirFlag) openAgent(logger *slog.Logger, workers int) (*agent.Agent,
 		return nil, err
 	}
 	v, _, _ := buildInfo()
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(agentMemoryLimit)
+	}
 	return agent.New(agent.Options{StateDir: dir, State: st, Logger: logger, Version: v, Workers: workers})
 }
+
+// agentMemoryLimit is the Go runtime's soft memory limit for the agent and
+// the commands that back up or restore this machine (GOMEMLIMIT overrides
+// it). The agent runs beside the machine's real work: its buffers need
+// about 70 MiB, and without a limit the collector lets the heap grow to
+// twice the live data. A soft limit never fails an allocation; past it the
+// collector just runs more often.
+const agentMemoryLimit = 112 << 20
 
 // workersFlag is the --workers of the commands that back up or restore.
 type workersFlag struct {

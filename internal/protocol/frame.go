@@ -91,6 +91,9 @@ func NewFrameReader(r io.Reader) *FrameReader {
 	return &FrameReader{r: bufio.NewReaderSize(r, 64<<10)}
 }
 
+// Reset makes fr read from r, keeping its buffers.
+func (fr *FrameReader) Reset(r io.Reader) { fr.r.Reset(r) }
+
 // Read returns the next frame, io.EOF after the last, or an error
 // matching ErrBadFrame. The frame's Payload is valid until the next call.
 func (fr *FrameReader) Read() (Frame, error) {

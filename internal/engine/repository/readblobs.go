@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 
 	"github.com/cofferhq/coffer/internal/engine/blob"
 	"github.com/cofferhq/coffer/internal/engine/blobstore"
@@ -60,7 +61,10 @@ func (r *Repository) readBlobs(ctx context.Context, t blob.Type, reqs []BlobRequ
 		la, lb := reqs[a].Loc, reqs[b].Loc
 		return cmp.Or(slices.Compare(la.Pack[:], lb.Pack[:]), cmp.Compare(la.Offset, lb.Offset))
 	})
-	var raw, plain []byte
+	bufs := readBuffers.Get().(*readBuf)
+	defer readBuffers.Put(bufs)
+	raw, plain := bufs.raw[:0], bufs.plain[:0]
+	defer func() { bufs.raw, bufs.plain = raw[:0], plain[:0] }()
 	for len(order) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -100,6 +104,14 @@ func (r *Repository) readBlobs(ctx context.Context, t blob.Type, reqs []BlobRequ
 	}
 	return nil
 }
+
+// readBuf keeps ReadBlobs' buffers — a span of a pack (up to readSpan)
+// and one blob's plaintext — for the next call: a server answering a
+// restore calls it for every batch, and zeroing fresh buffers each time was
+// a large share of its CPU.
+type readBuf struct{ raw, plain []byte }
+
+var readBuffers = sync.Pool{New: func() any { return new(readBuf) }}
 
 // spanOf returns how many of the sorted requests order starts with can be
 // read in one range, and that range.

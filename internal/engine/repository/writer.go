@@ -106,14 +106,26 @@ func (w *Writer) newPack() *pack.Writer {
 	case buf := <-w.buffers:
 		return pack.NewWriterBuffer(w.repo.codec, buf)
 	default:
-		return pack.NewWriter(w.repo.codec, w.repo.cfg.PackSize)
 	}
+	if bp, ok := w.repo.packBuffers.Get().(*[]byte); ok {
+		return pack.NewWriterBuffer(w.repo.codec, *bp)
+	}
+	return pack.NewWriter(w.repo.codec, w.repo.cfg.PackSize)
 }
 
 func (w *Writer) recycle(buf []byte) {
 	select {
 	case w.buffers <- buf[:0]:
 	default:
+		w.repo.releasePackBuffer(buf)
+	}
+}
+
+// releasePackBuffer keeps buf for the next Writer.
+func (r *Repository) releasePackBuffer(buf []byte) {
+	if cap(buf) >= r.cfg.PackSize {
+		buf = buf[:0]
+		r.packBuffers.Put(&buf)
 	}
 }
 
@@ -384,6 +396,15 @@ func (w *Writer) Close() error {
 		w.cancel()
 		w.workers.Wait()
 		<-w.renewed
+		for {
+			select {
+			case buf := <-w.buffers:
+				w.repo.releasePackBuffer(buf)
+				continue
+			default:
+			}
+			break
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		w.closeErr = w.repo.index.EndSession(ctx, w.session)

@@ -36,7 +36,7 @@ func FuzzUploadFrames(f *testing.F) {
 	f.Add(corrupt)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		arena, frames, err := svc.readFrames(bytes.NewReader(body), int64(len(body)))
+		arena, frames, err := svc.readFrames(bytes.NewReader(body), int64(len(body)), new(uploadBuf))
 		if err != nil {
 			if coffer.ErrorCode(err) == "internal" {
 				t.Fatalf("unclassified error: %v", err)

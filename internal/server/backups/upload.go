@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/engine/blob"
@@ -47,7 +48,9 @@ func (s *Service) Upload(ctx context.Context, clientID, backupID string, body io
 	case <-ctx.Done():
 		return nil, context.Cause(ctx)
 	}
-	arena, frames, err := s.readFrames(body, size)
+	bufs := uploadBuffers.Get().(*uploadBuf)
+	defer uploadBuffers.Put(bufs)
+	arena, frames, err := s.readFrames(body, size, bufs)
 	if err != nil {
 		return nil, err
 	}
@@ -112,15 +115,21 @@ func (s *Service) tooLarge() error {
 
 // readFrames reads and verifies every frame of body, copying the payloads
 // into one arena.
-func (s *Service) readFrames(body io.Reader, size int64) ([]byte, []upFrame, error) {
+func (s *Service) readFrames(body io.Reader, size int64, bufs *uploadBuf) ([]byte, []upFrame, error) {
 	lr := &limitedReader{r: body, left: s.maxUpload}
-	fr := protocol.NewFrameReader(lr)
-	var arena []byte
-	if size > 0 {
+	if bufs.fr == nil {
+		bufs.fr = protocol.NewFrameReader(lr)
+	} else {
+		bufs.fr.Reset(lr)
+	}
+	fr := bufs.fr
+	arena := bufs.arena[:0]
+	if size > 0 && int64(cap(arena)) < size {
 		arena = make([]byte, 0, size)
 	}
-	var frames []upFrame
-	var scratch []byte
+	frames := bufs.frames[:0]
+	scratch := bufs.scratch[:0]
+	defer func() { bufs.arena, bufs.frames, bufs.scratch = arena[:0], frames[:0], scratch[:0] }()
 	codec := s.repo.Codec()
 	for {
 		f, err := fr.Read()
@@ -153,6 +162,19 @@ func (s *Service) readFrames(body io.Reader, size int64) ([]byte, []upFrame, err
 	}
 	return arena, frames, nil
 }
+
+// uploadBuf holds one upload's buffers between requests: the payload
+// arena, the frame list, the decompression scratch and the frame reader
+// (each up to the upload limit or a blob's size). Allocating them afresh
+// for every 8 MiB request cost the server a tenth of its CPU in zeroing.
+type uploadBuf struct {
+	arena   []byte
+	frames  []upFrame
+	scratch []byte
+	fr      *protocol.FrameReader
+}
+
+var uploadBuffers = sync.Pool{New: func() any { return new(uploadBuf) }}
 
 // limitedReader reads at most left bytes and records an attempt to read
 // more (a frame reader reports that as a truncated frame).
