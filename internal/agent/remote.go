@@ -75,20 +75,11 @@ func (r *remoteRepo) LoadDir(ctx context.Context, id blob.ID) ([]tree.Node, erro
 	if err != nil {
 		return nil, err
 	}
-	if len(t.Parts) == 0 {
-		return t.Nodes, nil
-	}
-	parts := make([]*tree.Tree, len(t.Parts))
-	for i, part := range t.Parts {
-		if parts[i], err = r.loadTree(ctx, part); err != nil {
-			return nil, err
-		}
-	}
-	whole, err := tree.Join(parts)
+	nodes, err := tree.Nodes(ctx, t, r.loadTree)
 	if err != nil {
 		return nil, fmt.Errorf("tree %s: %w", id, err)
 	}
-	return whole.Nodes, nil
+	return nodes, nil
 }
 
 // Locate implements restorer.Repository.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -18,8 +17,6 @@ import (
 	"github.com/cofferhq/coffer/internal/metadb/metadbtest"
 	"github.com/cofferhq/coffer/internal/protocol"
 	"github.com/cofferhq/coffer/internal/server/agents"
-	"github.com/cofferhq/coffer/internal/server/auth"
-	"github.com/cofferhq/coffer/internal/server/events"
 	"github.com/danielgtaylor/huma/v2"
 )
 
@@ -31,35 +28,12 @@ type agentFixture struct {
 
 func newAgentFixture(t testing.TB, db *metadb.DB, opts agents.Options) *agentFixture {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &fixture{t: t, db: db, ready: &readiness{}, tokens: map[string]string{}}
-	f.hub = events.New(events.Options{Store: db, PollInterval: 50 * time.Millisecond})
-	f.auth = auth.New(auth.Options{Store: db, Events: f.hub})
-	if _, _, err := f.auth.Bootstrap(ctx, "admin", "admin-password"); err != nil {
-		t.Fatal(err)
-	}
-	opts.Store, opts.Events = db, f.hub
-	af := &agentFixture{fixture: f, agents: agents.New(opts)}
-	var err error
-	f.api, err = New(Options{Auth: f.auth, Events: f.hub, EventLog: db, Agents: af.agents, Version: "test",
-		Heartbeat: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { f.hub.Run(ctx); close(done) }()
-	f.ts = httptest.NewServer(f.api.Handler())
-	t.Cleanup(func() {
-		f.hub.Close()
-		f.ts.Close()
-		cancel()
-		<-done
+	af := &agentFixture{}
+	af.fixture = newFixtureWith(t, db, func(f *fixture, o *Options) {
+		opts.Store, opts.Events = db, f.hub
+		af.agents = agents.New(opts)
+		o.Agents = af.agents
 	})
-	f.tokens["admin"] = f.login("admin", "admin-password")
-	for _, role := range []string{"operator", "viewer"} {
-		f.do("POST", "/api/v1/users", "admin", map[string]any{"username": role, "password": role + "-password", "role": role}).Want(201)
-		f.tokens[role] = f.login(role, role+"-password")
-	}
 	return af
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -21,9 +20,7 @@ import (
 	"github.com/cofferhq/coffer/internal/metadb/metadbtest"
 	"github.com/cofferhq/coffer/internal/protocol"
 	"github.com/cofferhq/coffer/internal/server/agents"
-	"github.com/cofferhq/coffer/internal/server/auth"
 	"github.com/cofferhq/coffer/internal/server/backups"
-	"github.com/cofferhq/coffer/internal/server/events"
 	"github.com/danielgtaylor/huma/v2"
 )
 
@@ -39,43 +36,20 @@ type backupFixture struct {
 
 func newBackupFixture(t testing.TB, db *metadb.DB, opts backups.Options) *backupFixture {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &fixture{t: t, db: db, ready: &readiness{}, tokens: map[string]string{}}
-	f.hub = events.New(events.Options{Store: db, PollInterval: 50 * time.Millisecond})
-	f.auth = auth.New(auth.Options{Store: db, Events: f.hub})
-	if _, _, err := f.auth.Bootstrap(ctx, "admin", "admin-password"); err != nil {
-		t.Fatal(err)
-	}
-	bf := &backupFixture{fixture: f, backend: mem.New(mem.Options{Name: t.Name()})}
-	repo, _, err := repository.OpenOrInit(ctx, bf.backend, func(id string) repository.Index { return db.Index(id) },
+	bf := &backupFixture{backend: mem.New(mem.Options{Name: t.Name()})}
+	repo, _, err := repository.OpenOrInit(context.Background(), bf.backend, func(id string) repository.Index { return db.Index(id) },
 		repository.InitOptions{MasterKey: repotest.MasterKey(), Encrypted: true, Chunker: repotest.SmallChunks, PackSize: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(repo.Close)
 	bf.repo = repo
-	bf.agents = agents.New(agents.Options{Store: db, Events: f.hub})
-	opts.Store, opts.Repo, opts.Events, opts.Commands, opts.Clients = db, repo, f.hub, bf.agents, bf.agents
-	bf.backups = backups.New(opts)
-	f.api, err = New(Options{Auth: f.auth, Events: f.hub, EventLog: db, Agents: bf.agents, Backups: bf.backups,
-		Version: "test", Heartbeat: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { f.hub.Run(ctx); close(done) }()
-	f.ts = httptest.NewServer(f.api.Handler())
-	t.Cleanup(func() {
-		f.hub.Close()
-		f.ts.Close()
-		cancel()
-		<-done
+	bf.fixture = newFixtureWith(t, db, func(f *fixture, o *Options) {
+		bf.agents = agents.New(agents.Options{Store: db, Events: f.hub})
+		opts.Store, opts.Repo, opts.Events, opts.Commands, opts.Clients = db, repo, f.hub, bf.agents, bf.agents
+		bf.backups = backups.New(opts)
+		o.Agents, o.Backups = bf.agents, bf.backups
 	})
-	f.tokens["admin"] = f.login("admin", "admin-password")
-	for _, role := range []string{"operator", "viewer"} {
-		f.do("POST", "/api/v1/users", "admin", map[string]any{"username": role, "password": role + "-password", "role": role}).Want(201)
-		f.tokens[role] = f.login(role, role+"-password")
-	}
 	return bf
 }
 

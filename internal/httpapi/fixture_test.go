@@ -28,7 +28,11 @@ type fixture struct {
 // readiness is a switchable readiness check.
 type readiness struct{ err error }
 
-func newFixture(t testing.TB, db *metadb.DB) *fixture {
+func newFixture(t testing.TB, db *metadb.DB) *fixture { return newFixtureWith(t, db, nil) }
+
+// newFixtureWith is newFixture with more services: wire gets the fixture,
+// its store and event hub made, and the server's options to add them to.
+func newFixtureWith(t testing.TB, db *metadb.DB, wire func(f *fixture, o *Options)) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fixture{t: t, db: db, ready: &readiness{}, tokens: map[string]string{}}
@@ -37,10 +41,14 @@ func newFixture(t testing.TB, db *metadb.DB) *fixture {
 	if _, _, err := f.auth.Bootstrap(ctx, "admin", "admin-password"); err != nil {
 		t.Fatal(err)
 	}
-	var err error
-	f.api, err = New(Options{Auth: f.auth, Events: f.hub, EventLog: db, Version: "test",
+	o := Options{Auth: f.auth, Events: f.hub, EventLog: db, Version: "test",
 		Readiness: []health.Check{{Name: "switch", Ready: true, Probe: func(context.Context) error { return f.ready.err }}},
-		Heartbeat: 200 * time.Millisecond})
+		Heartbeat: 200 * time.Millisecond}
+	if wire != nil {
+		wire(f, &o)
+	}
+	var err error
+	f.api, err = New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,11 +6,9 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/engine/blob"
@@ -22,8 +20,6 @@ import (
 	"github.com/cofferhq/coffer/internal/metadb/metadbtest"
 	"github.com/cofferhq/coffer/internal/protocol"
 	"github.com/cofferhq/coffer/internal/server/agents"
-	"github.com/cofferhq/coffer/internal/server/auth"
-	"github.com/cofferhq/coffer/internal/server/events"
 	"github.com/cofferhq/coffer/internal/server/restores"
 )
 
@@ -43,36 +39,13 @@ type restoreFixture struct {
 
 func newRestoreFixture(t testing.TB, db *metadb.DB, ro restores.Options) *restoreFixture {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &fixture{t: t, db: db, ready: &readiness{}, tokens: map[string]string{}}
-	f.hub = events.New(events.Options{Store: db, PollInterval: 50 * time.Millisecond})
-	f.auth = auth.New(auth.Options{Store: db, Events: f.hub})
-	if _, _, err := f.auth.Bootstrap(ctx, "admin", "admin-password"); err != nil {
-		t.Fatal(err)
-	}
-	rf := &restoreFixture{fixture: f, repo: repotest.New(t, repotest.Options{Encrypted: true})}
-	ag := agents.New(agents.Options{Store: db, Events: f.hub})
-	ro.Store, ro.Repo, ro.Events, ro.Commands, ro.Clients = db, rf.repo, f.hub, ag, ag
-	var err error
-	f.api, err = New(Options{Auth: f.auth, Events: f.hub, EventLog: db, Agents: ag, Restores: restores.New(ro),
-		Version: "test", Heartbeat: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { f.hub.Run(ctx); close(done) }()
-	f.ts = httptest.NewServer(f.api.Handler())
-	t.Cleanup(func() {
-		f.hub.Close()
-		f.ts.Close()
-		cancel()
-		<-done
+	ctx := context.Background()
+	rf := &restoreFixture{repo: repotest.New(t, repotest.Options{Encrypted: true})}
+	rf.fixture = newFixtureWith(t, db, func(f *fixture, o *Options) {
+		ag := agents.New(agents.Options{Store: db, Events: f.hub})
+		ro.Store, ro.Repo, ro.Events, ro.Commands, ro.Clients = db, rf.repo, f.hub, ag, ag
+		o.Agents, o.Restores = ag, restores.New(ro)
 	})
-	f.tokens["admin"] = f.login("admin", "admin-password")
-	for _, role := range []string{"operator", "viewer"} {
-		f.do("POST", "/api/v1/users", "admin", map[string]any{"username": role, "password": role + "-password", "role": role}).Want(201)
-		f.tokens[role] = f.login(role, role+"-password")
-	}
 	rf.alpha, rf.alphaKey = rf.enrollClient("alpha")
 	rf.beta, rf.betaKey = rf.enrollClient("beta")
 

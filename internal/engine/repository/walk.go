@@ -37,20 +37,11 @@ func (r *Repository) LoadDir(ctx context.Context, id blob.ID) ([]tree.Node, erro
 	if err != nil {
 		return nil, err
 	}
-	if len(t.Parts) == 0 {
-		return t.Nodes, nil
-	}
-	parts := make([]*tree.Tree, len(t.Parts))
-	for i, part := range t.Parts {
-		if parts[i], err = r.LoadTree(ctx, part); err != nil {
-			return nil, err
-		}
-	}
-	whole, err := tree.Join(parts)
+	nodes, err := tree.Nodes(ctx, t, r.LoadTree)
 	if err != nil {
 		return nil, fmt.Errorf("tree %s in %s: %w", id, r.Location(), err)
 	}
-	return whole.Nodes, nil
+	return nodes, nil
 }
 
 // Walk calls fn for every node below the directory tree root, depth first

@@ -1,6 +1,7 @@
 package tree
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
@@ -187,6 +188,29 @@ func boundary(name string, size int, target uint64) bool {
 	h := fnv.New64a()
 	h.Write([]byte(name))
 	return h.Sum64() < uint64(size)*(math.MaxUint64/target)
+}
+
+// Nodes returns the nodes of the directory whose tree is t, loading and
+// joining its parts with load when it was split. Every reader of
+// directories (the repository, an agent restoring through the server)
+// goes through it, so that there is one place that knows how a split
+// directory is stored.
+func Nodes(ctx context.Context, t *Tree, load func(context.Context, blob.ID) (*Tree, error)) ([]Node, error) {
+	if len(t.Parts) == 0 {
+		return t.Nodes, nil
+	}
+	parts := make([]*Tree, len(t.Parts))
+	for i, part := range t.Parts {
+		var err error
+		if parts[i], err = load(ctx, part); err != nil {
+			return nil, err
+		}
+	}
+	whole, err := Join(parts)
+	if err != nil {
+		return nil, err
+	}
+	return whole.Nodes, nil
 }
 
 // Join returns the directory stored as parts (decoded part trees, in
