@@ -146,7 +146,7 @@ func TestRestoreJobsAPI(t *testing.T) {
 		r := created.JSON["restore"].(map[string]any)
 		id := r["id"].(string)
 		if r["state"] != "queued" || r["source_client_id"] != f.alpha || r["target_client_id"] != f.alpha ||
-			r["overwrite"] != "overwrite" || fmt.Sprint(r["paths"]) != "[home/u]" || r["created_by"] != f.userID("operator") ||
+			r["overwrite"] != "skip" || fmt.Sprint(r["paths"]) != "[home/u]" || r["created_by"] != f.userID("operator") ||
 			r["started_at"] != nil || r["error_count"] != float64(0) {
 			t.Fatalf("created restore: %s", created.Body)
 		}

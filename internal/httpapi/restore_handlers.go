@@ -98,7 +98,7 @@ func (s *Server) registerRestoreJobs() {
 			TargetClientID string   `json:"target_client_id,omitempty" maxLength:"64" doc:"The client that writes the files; default: the client the backup is of."`
 			Paths          []string `json:"paths,omitempty" maxItems:"1000" doc:"Paths inside the backup, slash-separated, relative to its root (a leading / is ignored; no .. components); default: everything."`
 			Destination    string   `json:"destination" minLength:"1" maxLength:"4096" doc:"Absolute directory on the target to restore under: path P of the backup is written to DESTINATION/P."`
-			Overwrite      string   `json:"overwrite,omitempty" enum:"overwrite,skip,if-newer,rename" doc:"What to do with entries that exist at the destination; default overwrite."`
+			Overwrite      string   `json:"overwrite,omitempty" enum:"overwrite,skip,if-newer,rename" doc:"What to do with entries that exist at the destination: keep them (skip, the default), replace them (overwrite), replace them when the backup's copy is newer (if-newer), or restore beside them as NAME.restored-N (rename)."`
 		}
 	}
 	handle(s, Operate, huma.Operation{

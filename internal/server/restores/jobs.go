@@ -23,7 +23,7 @@ type Request struct {
 	// Destination is an absolute directory on the target.
 	Destination string
 	// Overwrite is the policy for entries that exist; "" means
-	// coffer.OverwriteAlways.
+	// coffer.OverwriteSkip: a restore destroys nothing unless asked to.
 	Overwrite coffer.Overwrite
 }
 
@@ -198,7 +198,7 @@ func cleanDestination(d string) (string, error) {
 
 func overwritePolicy(o coffer.Overwrite) (coffer.Overwrite, error) {
 	if o == "" {
-		return coffer.OverwriteAlways, nil
+		return coffer.OverwriteSkip, nil
 	}
 	if !slices.Contains(coffer.Overwrites, o) {
 		return "", coffer.Errorf(coffer.KindInvalid, "invalid_overwrite",

@@ -266,7 +266,7 @@ func TestRestoreLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		if r.State != coffer.JobQueued || r.SourceClientID != "alpha" || r.TargetClientID != "alpha" ||
-			r.Overwrite != coffer.OverwriteAlways || r.Destination != "/srv/restore" || r.CreatedBy != "user-1" ||
+			r.Overwrite != coffer.OverwriteSkip || r.Destination != "/srv/restore" || r.CreatedBy != "user-1" ||
 			!slices.Equal(r.Paths, []string{"home/u/docs", "etc"}) {
 			t.Fatalf("created %+v", r)
 		}
@@ -288,7 +288,7 @@ func TestRestoreLifecycle(t *testing.T) {
 		}
 		job := start.Restore
 		if job.ID != r.ID || job.State != coffer.JobRunning || job.RootTree != f.root.String() ||
-			job.Destination != "/srv/restore" || job.Overwrite != coffer.OverwriteAlways || len(job.Paths) != 2 {
+			job.Destination != "/srv/restore" || job.Overwrite != coffer.OverwriteSkip || len(job.Paths) != 2 {
 			t.Fatalf("job = %+v", job)
 		}
 		key := f.repo.Codec().IDKey()
