@@ -27,6 +27,7 @@ type localAPI struct {
 	tamper  func(id blob.ID, payload []byte) []byte // may change or drop (nil) a payload
 	locates int
 	reads   []int // blobs per read request
+	blobs   int   // single-blob requests
 }
 
 func (l *localAPI) Locate(ctx context.Context, req protocol.LocateRequest) ([]protocol.BlobLocation, error) {
@@ -45,30 +46,50 @@ func (l *localAPI) Locate(ctx context.Context, req protocol.LocateRequest) ([]pr
 
 func (l *localAPI) ReadBlobs(ctx context.Context, req protocol.ReadRequest, fn func(protocol.Frame) error) error {
 	l.reads = append(l.reads, len(req.Blobs))
-	var reqs []repository.BlobRequest
-	t := blob.Data
-	for _, bl := range req.Blobs {
-		id, loc, err := parseLocation(bl)
+	// Like the server, look every id up and ignore the locations sent.
+	ids := make([]blob.ID, len(req.Blobs))
+	for i, bl := range req.Blobs {
+		var err error
+		if ids[i], err = blob.ParseID(bl.ID); err != nil {
+			return err
+		}
+	}
+	locs, err := l.repo.Locate(ctx, ids)
+	if err != nil {
+		return err
+	}
+	byType := map[blob.Type][]repository.BlobRequest{}
+	for _, id := range ids {
+		loc, ok := locs[id]
+		if !ok {
+			if err := fn(protocol.Frame{ID: id, Err: "blob not found"}); err != nil {
+				return err
+			}
+			continue
+		}
+		byType[loc.Type] = append(byType[loc.Type], repository.BlobRequest{ID: id, Loc: loc})
+	}
+	for t, reqs := range byType {
+		err := l.repo.ReadPayloads(ctx, t, reqs, func(i int, payload []byte, err error) error {
+			f := protocol.Frame{Type: t, ID: reqs[i].ID, RawLen: int(reqs[i].Loc.RawLength), Payload: payload}
+			if err != nil {
+				f = protocol.Frame{ID: reqs[i].ID, Err: err.Error()}
+			} else if l.tamper != nil {
+				if f.Payload = l.tamper(f.ID, bytes.Clone(payload)); f.Payload == nil {
+					return nil
+				}
+			}
+			return fn(f)
+		})
 		if err != nil {
 			return err
 		}
-		t = loc.Type
-		reqs = append(reqs, repository.BlobRequest{ID: id, Loc: loc})
 	}
-	return l.repo.ReadPayloads(ctx, t, reqs, func(i int, payload []byte, err error) error {
-		f := protocol.Frame{Type: t, ID: reqs[i].ID, RawLen: int(reqs[i].Loc.RawLength), Payload: payload}
-		if err != nil {
-			f = protocol.Frame{ID: reqs[i].ID, Err: err.Error()}
-		} else if l.tamper != nil {
-			if f.Payload = l.tamper(f.ID, bytes.Clone(payload)); f.Payload == nil {
-				return nil
-			}
-		}
-		return fn(f)
-	})
+	return nil
 }
 
 func (l *localAPI) Blob(ctx context.Context, restoreID string, t blob.Type, id blob.ID) (protocol.Frame, error) {
+	l.blobs++
 	locs, err := l.repo.Locate(ctx, []blob.ID{id})
 	if err != nil {
 		return protocol.Frame{}, err
@@ -353,5 +374,56 @@ func TestRestoreOverwritePolicies(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRemoteTreesPrefetched: a restore fetches directories a level at a
+// time in one read request, not one request per directory, and sees the
+// same nodes as the repository itself.
+func TestRemoteTreesPrefetched(t *testing.T) {
+	files := repotest.Files{}
+	for i := range 40 {
+		for j := range 3 {
+			files[fmt.Sprintf("d%02d/e%d/f", i, j)] = []byte(fmt.Sprintf("file %d %d", i, j))
+		}
+	}
+	repo := repotest.New(t, repotest.Options{Encrypted: true})
+	_, root := repotest.WriteSnapshot(t, repo, files)
+	remote, api := newRemote(t, repo)
+	ctx := context.Background()
+	var walk func(id blob.ID, depth int)
+	dirs := 0
+	walk = func(id blob.ID, depth int) {
+		got, err := remote.LoadDir(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := repo.LoadDir(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("directory %s: %d nodes through the server, %d in the repository", id.Short(), len(got), len(want))
+		}
+		for i := range got {
+			if got[i].Name != want[i].Name || got[i].Subtree != want[i].Subtree {
+				t.Fatalf("directory %s: node %d differs", id.Short(), i)
+			}
+			if got[i].Type == tree.Dir {
+				dirs++
+				walk(got[i].Subtree, depth+1)
+			}
+		}
+	}
+	walk(root, 0)
+	if dirs != 160 {
+		t.Fatalf("walked %d directories, want 160", dirs)
+	}
+	if api.blobs != 1 || len(api.reads) > 3 {
+		t.Fatalf("%d directories took %d single-tree requests and %d read requests (%v); want the root alone, then one read per level",
+			dirs, api.blobs, len(api.reads), api.reads)
+	}
+	if remote.cached != 0 || len(remote.trees) != 0 {
+		t.Fatalf("%d trees (%d bytes) fetched ahead were never used", len(remote.trees), remote.cached)
 	}
 }

@@ -454,14 +454,30 @@ func (s *fakeServer) locate(w http.ResponseWriter, r *http.Request) (any, error)
 	return out, nil
 }
 
-// readPayloads serves blobs as the real server does: payloads through
-// Repository.ReadPayloads, written as frames (error frames for failures).
+// readPayloads serves blobs as the real server does: it looks the ids up
+// itself (ignoring the locations sent), reads payloads through
+// Repository.ReadPayloads and writes them as frames (error frames for
+// failures and for ids it lacks).
 func (s *fakeServer) readPayloads(ctx context.Context, w io.Writer, bls []protocol.BlobLocation) error {
-	byType := map[blob.Type][]repository.BlobRequest{}
-	for _, bl := range bls {
-		id, loc, err := parseLocation(bl)
-		if err != nil {
+	ids := make([]blob.ID, len(bls))
+	for i, bl := range bls {
+		var err error
+		if ids[i], err = blob.ParseID(bl.ID); err != nil {
 			return err
+		}
+	}
+	locs, err := s.repo.Locate(ctx, ids)
+	if err != nil {
+		return err
+	}
+	byType := map[blob.Type][]repository.BlobRequest{}
+	for _, id := range ids {
+		loc, ok := locs[id]
+		if !ok {
+			if err := protocol.WriteErrorFrame(w, id, "blob not found"); err != nil {
+				return err
+			}
+			continue
 		}
 		byType[loc.Type] = append(byType[loc.Type], repository.BlobRequest{ID: id, Loc: loc})
 	}
