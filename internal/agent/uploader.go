@@ -14,7 +14,7 @@ import (
 // Upload defaults.
 const (
 	defaultUploads     = 2       // concurrent POST /agent/blobs
-	defaultBatchBytes  = 4 << 20 // body size an upload aims for
+	defaultBatchBytes  = 8 << 20 // body size an upload aims for
 	defaultMaxCheckIDs = 1000    // when the server does not say
 )
 
