@@ -3,6 +3,7 @@ package backups
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -729,5 +730,44 @@ func TestConcurrentCommits(t *testing.T) {
 		if snaps, err := e.repo.Snapshots(ctx); err != nil || len(snaps) != 1 {
 			t.Fatalf("snapshots = %d, %v", len(snaps), err)
 		}
+	})
+}
+
+// TestRunPlan: a plan's "run now" queues a backup of its paths on its
+// client, tagged with the plan, and full_every makes every Nth one full.
+func TestRunPlan(t *testing.T) {
+	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
+		e := newEnv(t, db)
+		ctx := context.Background()
+		plan := &coffer.Plan{ID: "plan-1", ClientID: e.client.ID, Include: []string{"/etc", "/home"},
+			Exclude: []string{"*.tmp"}, OneFileSystem: true, FullEvery: 3}
+		var fulls []bool
+		for range 7 {
+			b, err := e.svc.RunPlan(ctx, e.admin, plan)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.PlanID != plan.ID || b.ClientID != e.client.ID || !b.OneFS || len(b.Paths) != 2 || b.Exclude[0] != "*.tmp" {
+				t.Fatalf("plan backup = %+v", b)
+			}
+			fulls = append(fulls, b.Full)
+			// Finish it as its agent would.
+			if _, err := db.StartBackup(ctx, b.ID, e.client.ID, "", e.repo.Config().ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.FinishBackup(ctx, b.ID, metadb.BackupFinish{State: coffer.JobSucceeded}); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Add(time.Minute)
+		}
+		if want := []bool{true, false, false, true, false, false, true}; fmt.Sprint(fulls) != fmt.Sprint(want) {
+			t.Fatalf("full backups of a plan with full_every 3: %v, want %v", fulls, want)
+		}
+		plan.FullEvery = 0
+		if b, err := e.svc.RunPlan(ctx, e.admin, plan); err != nil || b.Full {
+			t.Fatalf("full_every 0 = %+v, %v; want an incremental", b, err)
+		}
+		_, err := e.svc.RunPlan(ctx, e.admin, &coffer.Plan{ID: "p2", ClientID: "01NOSUCHCLIENT", Include: []string{"/x"}})
+		wantCode(t, err, "client_not_found")
 	})
 }

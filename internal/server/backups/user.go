@@ -38,6 +38,46 @@ func (s *Service) RunAdHoc(ctx context.Context, p *coffer.Principal, clientID st
 	if err := validateExcludes(req.Exclude); err != nil {
 		return nil, err
 	}
+	return s.queue(ctx, p, clientID, "", req)
+}
+
+// RunPlan queues a backup of plan now, as its "run now" does: the plan's
+// include paths, excludes and one_file_system setting, on its client.
+// With full_every N, a backup is full (every file re-read, the change
+// cache ignored) when none of the plan's last N-1 finished backups was.
+func (s *Service) RunPlan(ctx context.Context, p *coffer.Principal, plan *coffer.Plan) (*coffer.Backup, error) {
+	full, err := s.fullDue(ctx, plan)
+	if err != nil {
+		return nil, err
+	}
+	return s.queue(ctx, p, plan.ClientID, plan.ID, AdHoc{Paths: plan.Include, Exclude: plan.Exclude, Full: full,
+		OneFileSystem: plan.OneFileSystem})
+}
+
+// fullDue reports whether plan's next backup must re-read every file.
+func (s *Service) fullDue(ctx context.Context, plan *coffer.Plan) (bool, error) {
+	if plan.FullEvery <= 0 {
+		return false, nil
+	}
+	recent, err := s.store.ListBackups(ctx, metadb.BackupFilter{PlanID: plan.ID,
+		States: []coffer.JobState{coffer.JobSucceeded, coffer.JobPartial}, Limit: plan.FullEvery - 1})
+	if err != nil {
+		return false, err
+	}
+	if plan.FullEvery == 1 {
+		return true, nil
+	}
+	for _, b := range recent {
+		if b.Full {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// queue records a queued backup of clientID (for plan planID, or ad hoc)
+// and orders its agent to run it.
+func (s *Service) queue(ctx context.Context, p *coffer.Principal, clientID, planID string, req AdHoc) (*coffer.Backup, error) {
 	c, err := s.clients.GetClient(ctx, clientID)
 	if err != nil {
 		return nil, err
@@ -46,7 +86,7 @@ func (s *Service) RunAdHoc(ctx context.Context, p *coffer.Principal, clientID st
 	if p.Kind == coffer.PrincipalAPIToken {
 		trigger = coffer.TriggerAPI
 	}
-	b := &coffer.Backup{ClientID: c.ID, RepositoryID: s.repo.Config().ID, Trigger: trigger, State: coffer.JobQueued,
+	b := &coffer.Backup{ClientID: c.ID, PlanID: planID, RepositoryID: s.repo.Config().ID, Trigger: trigger, State: coffer.JobQueued,
 		Paths: req.Paths, Exclude: orEmpty(req.Exclude), Full: req.Full, OneFS: req.OneFileSystem, HostName: c.Hostname,
 		CreatedBy: p.UserID}
 	if err := s.store.CreateBackup(ctx, b); err != nil {
