@@ -271,6 +271,21 @@ func testAgentBackupAndRestore(t *testing.T, s *server) {
 		}
 	}
 
+	// A plan of the same tree, run now from the server.
+	plan := s.call(http.MethodPost, "/api/v1/plans", admin, map[string]any{"name": "e2e plan", "client_id": clientID,
+		"include": []string{src}, "exclude": []string{"*.tmp"}, "schedule": "0 30 2 * * ?", "timezone": "Europe/Berlin",
+		"retention": map[string]any{"keep_daily": 7}}).Want(http.StatusCreated)
+	planID := plan.Str("plan", "id")
+	times := s.call(http.MethodGet, "/api/v1/plans/"+planID+"/schedule?count=3", admin, nil).Want(http.StatusOK)
+	if n := len(anySlice(times.JSON["times"])); n != 3 || times.JSON["timezone"] != "Europe/Berlin" {
+		t.Fatalf("schedule preview: %v", times.JSON)
+	}
+	ran := s.call(http.MethodPost, "/api/v1/plans/"+planID+"/run", admin, nil).Want(http.StatusCreated)
+	pjob := s.waitJob(t, admin, "backup", ran.Str("backup", "id"))
+	if pjob["state"] != "succeeded" || pjob["plan_id"] != planID {
+		t.Fatalf("the plan's backup: %v", pjob)
+	}
+
 	// Deleting the client revokes its credential at once.
 	s.call(http.MethodDelete, "/api/v1/clients/"+clientID, admin, nil).Want(http.StatusOK)
 	if _, stderr, code := run(t, "backups", "--state-dir", stateDir); code == 0 || !strings.Contains(stderr, "invalid_token") {

@@ -19,6 +19,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/auth"
 	"github.com/cofferhq/coffer/internal/server/backups"
 	"github.com/cofferhq/coffer/internal/server/events"
+	"github.com/cofferhq/coffer/internal/server/plans"
 	"github.com/cofferhq/coffer/internal/server/restores"
 	"golang.org/x/sync/errgroup"
 )
@@ -93,6 +94,8 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 		Logger: log.With("component", "backups")})
 	restoreSvc := restores.New(restores.Options{Store: db, Repo: repo, Events: hub, Commands: agentSvc, Clients: agentSvc,
 		Logger: log.With("component", "restores")})
+	planSvc := plans.New(plans.Options{Store: db, Clients: agentSvc, Backups: backupSvc, Events: hub,
+		Logger: log.With("component", "plans"), DefaultRepositoryID: repo.Config().ID})
 
 	created, generated, err := authSvc.Bootstrap(ctx, c.AdminUser, c.AdminPassword)
 	if err != nil {
@@ -102,7 +105,7 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	version, commitID, _ := buildInfo()
 	reg := newRegistry(version, commitID, db, hub)
 	api, err := httpapi.New(httpapi.Options{
-		Auth: authSvc, Events: hub, EventLog: db, Agents: agentSvc, Backups: backupSvc, Restores: restoreSvc,
+		Auth: authSvc, Events: hub, EventLog: db, Agents: agentSvc, Backups: backupSvc, Restores: restoreSvc, Plans: planSvc,
 		Readiness: readinessChecks(db, loc.dataDir, repo.Backend(), log), Components: componentChecks(db, loc.dataDir, repo.Backend(), hub, log),
 		Logger: log, Registry: reg, Gatherer: reg, Version: version, Commit: commitID,
 		MaxBodyBytes: c.MaxBodySize, TrustedProxies: proxies,

@@ -26,6 +26,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/backups"
 	"github.com/cofferhq/coffer/internal/server/events"
 	"github.com/cofferhq/coffer/internal/server/health"
+	"github.com/cofferhq/coffer/internal/server/plans"
 	"github.com/cofferhq/coffer/internal/server/restores"
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
@@ -55,6 +56,7 @@ type Options struct {
 	Agents   *agents.Service
 	Backups  *backups.Service
 	Restores *restores.Service
+	Plans    *plans.Service
 
 	// Readiness gates /readyz; Components are reported by /api/v1/health.
 	Readiness  []health.Check
@@ -137,6 +139,7 @@ func New(opts Options) (*Server, error) {
 	s.registerAgents()
 	s.registerBackups()
 	s.registerRestores()
+	s.registerPlans()
 
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
