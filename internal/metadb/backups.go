@@ -2,10 +2,8 @@ package metadb
 
 import (
 	"context"
-	"database/sql"
 	"database/sql/driver"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -66,31 +64,7 @@ func errBackupNotFound(id string) error {
 
 // GetBackup returns the backup with the given id, or "backup_not_found".
 func (db *DB) GetBackup(ctx context.Context, id string) (*coffer.Backup, error) {
-	b, err := scanBackup(db.sql.QueryRowContext(ctx, `SELECT `+backupColumns+` FROM backups WHERE id = $1`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errBackupNotFound(id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read backup: %w", err)
-	}
-	return b, nil
-}
-
-// backupTransition runs a conditional UPDATE … RETURNING of one backup.
-// When it matches no row, refuse says why from the backup as it is.
-func (db *DB) backupTransition(ctx context.Context, id string, refuse func(*coffer.Backup) error, query string, args ...any) (*coffer.Backup, error) {
-	b, err := scanBackup(db.sql.QueryRowContext(ctx, query+` RETURNING `+backupColumns, args...))
-	if errors.Is(err, sql.ErrNoRows) {
-		cur, err := db.GetBackup(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		return nil, refuse(cur)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("update backup %s: %w", id, err)
-	}
-	return b, nil
+	return backupJobs.get(ctx, db, id)
 }
 
 // StartBackup moves clientID's queued backup to running, recording the
@@ -104,7 +78,7 @@ func (db *DB) StartBackup(ctx context.Context, id, clientID, sessionID, reposito
 		args = append(args, repositoryID)
 		set = ", repository_id = $7"
 	}
-	return db.backupTransition(ctx, id, func(b *coffer.Backup) error {
+	return backupJobs.transition(ctx, db, id, func(b *coffer.Backup) error {
 		if b.ClientID != clientID {
 			return errBackupNotFound(id)
 		}
@@ -118,7 +92,7 @@ func (db *DB) StartBackup(ctx context.Context, id, clientID, sessionID, reposito
 // returns it (its CancelRequested tells the agent to stop). A backup that
 // is not running is a conflict "backup_not_running".
 func (db *DB) UpdateBackupProgress(ctx context.Context, id string, stats coffer.BackupStats) (*coffer.Backup, error) {
-	return db.backupTransition(ctx, id, func(b *coffer.Backup) error {
+	return backupJobs.transition(ctx, db, id, func(b *coffer.Backup) error {
 		return coffer.Errorf(coffer.KindConflict, "backup_not_running",
 			"backup %s is %s, not running: it takes no more progress reports", id, b.State).With("state", b.State)
 	}, `UPDATE backups SET stats = $3, updated_at = $4 WHERE id = $1 AND state = $2`,
@@ -163,7 +137,7 @@ func (db *DB) FinishBackup(ctx context.Context, id string, f BackupFinish) (*cof
 	if f.Stats != (coffer.BackupStats{}) {
 		optional("stats", jsonValue{f.Stats})
 	}
-	return db.backupTransition(ctx, id, func(b *coffer.Backup) error {
+	return backupJobs.transition(ctx, db, id, func(b *coffer.Backup) error {
 		return errBackupFinished(b)
 	}, `UPDATE backups SET state = $4, errors = $5, error_message = $6, finished_at = $7, updated_at = $7`+set+`
 		WHERE id = $1 AND state IN ($2, $3)`, args...)
@@ -177,14 +151,7 @@ func errBackupFinished(b *coffer.Backup) error {
 // running one gets CancelRequested (its agent stops and reports it
 // canceled). A finished backup is a conflict "backup_finished".
 func (db *DB) RequestBackupCancel(ctx context.Context, id string) (*coffer.Backup, error) {
-	return db.backupTransition(ctx, id, errBackupFinished, `UPDATE backups SET
-		state = CASE WHEN state = $2 THEN $4 ELSE state END,
-		cancel_requested = CASE WHEN state = $3 THEN $5 ELSE cancel_requested END,
-		error_message = CASE WHEN state = $2 THEN $6 ELSE error_message END,
-		finished_at = CASE WHEN state = $2 THEN $7 ELSE finished_at END,
-		updated_at = CASE WHEN state = $2 THEN $7 ELSE updated_at END
-		WHERE id = $1 AND state IN ($2, $3)`,
-		id, coffer.JobQueued, coffer.JobRunning, coffer.JobCanceled, true, canceledBeforeStart, db.now())
+	return backupJobs.cancel(ctx, db, id)
 }
 
 // Keyset is a position in a list ordered newest first: (created_at DESC,
@@ -236,13 +203,7 @@ func (db *DB) ListBackups(ctx context.Context, f BackupFilter) ([]coffer.Backup,
 // Error reason, and returns them. Each backup is returned by one call only,
 // even when several replicas run it at once.
 func (db *DB) FailStaleBackups(ctx context.Context, updatedBefore time.Time, reason string) ([]coffer.Backup, error) {
-	rows, err := queryAll(ctx, db.sql, scanBackup, `UPDATE backups SET state = $1, error_message = $2, finished_at = $3, updated_at = $3
-		WHERE state = $4 AND updated_at < $5 RETURNING `+backupColumns,
-		coffer.JobFailed, reason, db.now(), coffer.JobRunning, ts(updatedBefore))
-	if err != nil {
-		return nil, fmt.Errorf("fail stale backups: %w", err)
-	}
-	return sortNewestFirst(deref(rows), func(b coffer.Backup) Keyset { return Keyset{b.CreatedAt, b.ID} }), nil
+	return backupJobs.failStale(ctx, db, updatedBefore, reason)
 }
 
 // newJobState checks the state of a job being created: queued (the

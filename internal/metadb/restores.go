@@ -2,8 +2,6 @@ package metadb
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -56,38 +54,14 @@ func errRestoreNotFound(id string) error {
 
 // GetRestore returns the restore with the given id, or "restore_not_found".
 func (db *DB) GetRestore(ctx context.Context, id string) (*coffer.Restore, error) {
-	r, err := scanRestore(db.sql.QueryRowContext(ctx, `SELECT `+restoreColumns+` FROM restores WHERE id = $1`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errRestoreNotFound(id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read restore: %w", err)
-	}
-	return r, nil
-}
-
-// restoreTransition runs a conditional UPDATE … RETURNING of one restore.
-// When it matches no row, refuse says why from the restore as it is.
-func (db *DB) restoreTransition(ctx context.Context, id string, refuse func(*coffer.Restore) error, query string, args ...any) (*coffer.Restore, error) {
-	r, err := scanRestore(db.sql.QueryRowContext(ctx, query+` RETURNING `+restoreColumns, args...))
-	if errors.Is(err, sql.ErrNoRows) {
-		cur, err := db.GetRestore(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		return nil, refuse(cur)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("update restore %s: %w", id, err)
-	}
-	return r, nil
+	return restoreJobs.get(ctx, db, id)
 }
 
 // StartRestore moves a queued restore that targetClientID writes to
 // running. A restore another client writes is "restore_not_found"; one that
 // is not queued is a conflict "restore_not_queued".
 func (db *DB) StartRestore(ctx context.Context, id, targetClientID string) (*coffer.Restore, error) {
-	return db.restoreTransition(ctx, id, func(r *coffer.Restore) error {
+	return restoreJobs.transition(ctx, db, id, func(r *coffer.Restore) error {
 		if r.TargetClientID != targetClientID {
 			return errRestoreNotFound(id)
 		}
@@ -102,7 +76,7 @@ func (db *DB) StartRestore(ctx context.Context, id, targetClientID string) (*cof
 // returns it (its CancelRequested tells the agent to stop). A restore that
 // is not running is a conflict "restore_not_running".
 func (db *DB) UpdateRestoreProgress(ctx context.Context, id string, stats coffer.RestoreStats) (*coffer.Restore, error) {
-	return db.restoreTransition(ctx, id, func(r *coffer.Restore) error {
+	return restoreJobs.transition(ctx, db, id, func(r *coffer.Restore) error {
 		return coffer.Errorf(coffer.KindConflict, "restore_not_running",
 			"restore %s is %s, not running: it takes no more progress reports", id, r.State).With("state", r.State)
 	}, `UPDATE restores SET stats = $3, updated_at = $4 WHERE id = $1 AND state = $2`,
@@ -132,7 +106,7 @@ func (db *DB) FinishRestore(ctx context.Context, id string, f RestoreFinish) (*c
 		args = append(args, jsonValue{f.Stats})
 		set = ", stats = $8"
 	}
-	return db.restoreTransition(ctx, id, errRestoreFinished,
+	return restoreJobs.transition(ctx, db, id, errRestoreFinished,
 		`UPDATE restores SET state = $4, errors = $5, error_message = $6, finished_at = $7, updated_at = $7`+set+`
 		WHERE id = $1 AND state IN ($2, $3)`, args...)
 }
@@ -145,14 +119,7 @@ func errRestoreFinished(r *coffer.Restore) error {
 // a running one gets CancelRequested (its agent stops and reports it
 // canceled). A finished restore is a conflict "restore_finished".
 func (db *DB) RequestRestoreCancel(ctx context.Context, id string) (*coffer.Restore, error) {
-	return db.restoreTransition(ctx, id, errRestoreFinished, `UPDATE restores SET
-		state = CASE WHEN state = $2 THEN $4 ELSE state END,
-		cancel_requested = CASE WHEN state = $3 THEN $5 ELSE cancel_requested END,
-		error_message = CASE WHEN state = $2 THEN $6 ELSE error_message END,
-		finished_at = CASE WHEN state = $2 THEN $7 ELSE finished_at END,
-		updated_at = CASE WHEN state = $2 THEN $7 ELSE updated_at END
-		WHERE id = $1 AND state IN ($2, $3)`,
-		id, coffer.JobQueued, coffer.JobRunning, coffer.JobCanceled, true, canceledBeforeStart, db.now())
+	return restoreJobs.cancel(ctx, db, id)
 }
 
 // RestoreFilter selects restores for ListRestores. Zero fields do not
@@ -191,11 +158,5 @@ func (db *DB) ListRestores(ctx context.Context, f RestoreFilter) ([]coffer.Resto
 // restore is returned by one call only, even when several replicas run it
 // at once.
 func (db *DB) FailStaleRestores(ctx context.Context, updatedBefore time.Time, reason string) ([]coffer.Restore, error) {
-	rows, err := queryAll(ctx, db.sql, scanRestore, `UPDATE restores SET state = $1, error_message = $2, finished_at = $3, updated_at = $3
-		WHERE state = $4 AND updated_at < $5 RETURNING `+restoreColumns,
-		coffer.JobFailed, reason, db.now(), coffer.JobRunning, ts(updatedBefore))
-	if err != nil {
-		return nil, fmt.Errorf("fail stale restores: %w", err)
-	}
-	return sortNewestFirst(deref(rows), func(r coffer.Restore) Keyset { return Keyset{r.CreatedAt, r.ID} }), nil
+	return restoreJobs.failStale(ctx, db, updatedBefore, reason)
 }
