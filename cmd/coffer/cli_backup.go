@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/cofferhq/coffer"
@@ -31,10 +30,6 @@ Exit codes: 0 the backup succeeded; 3 it finished but some entries could not be 
 
 // Run backs up the paths and prints the summary.
 func (c *backupCmd) Run(g *globals) error {
-	paths, err := absPaths(c.Paths)
-	if err != nil {
-		return err
-	}
 	mode := chooseOutput(c.JSON, os.Stderr)
 	view := startProgress(mode, progressWriter(mode, g))
 	defer view.finish()
@@ -44,7 +39,7 @@ func (c *backupCmd) Run(g *globals) error {
 	}
 	ctx, stop := jobContext(func() { view.notice("Canceling the backup… (Ctrl-C again quits at once)") })
 	defer stop()
-	req := agent.BackupRequest{Paths: paths, Exclude: c.Exclude, Full: c.Full, OneFileSystem: c.OneFileSystem}
+	req := agent.BackupRequest{Paths: c.Paths, Exclude: c.Exclude, Full: c.Full, OneFileSystem: c.OneFileSystem}
 	return runBackup(ctx, a, req, view, g.stdout, mode == outputJSON)
 }
 
@@ -55,23 +50,6 @@ func progressWriter(mode outputMode, g *globals) io.Writer {
 		return g.stdout
 	}
 	return os.Stderr
-}
-
-// absPaths makes each path absolute against the current directory, and
-// clean.
-func absPaths(paths []string) ([]string, error) {
-	out := make([]string, 0, len(paths))
-	for _, p := range paths {
-		if p == "" {
-			return nil, fmt.Errorf("an empty path was given: name a file or directory to back up")
-		}
-		a, err := filepath.Abs(p)
-		if err != nil {
-			return nil, fmt.Errorf("path %q: %w", p, err)
-		}
-		out = append(out, a)
-	}
-	return out, nil
 }
 
 // backupRunner is the part of *agent.Agent the backup command uses.

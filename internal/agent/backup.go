@@ -261,6 +261,9 @@ func absPaths(paths []string) ([]string, error) {
 	}
 	out := make([]string, 0, len(paths))
 	for _, p := range paths {
+		if p == "" { // filepath.Abs would make it the working directory
+			return nil, errors.New("an empty path was given: name a file or directory to back up")
+		}
 		abs, err := filepath.Abs(p)
 		if err != nil {
 			return nil, fmt.Errorf("path %q: %w", p, err)
