@@ -11,6 +11,7 @@ import (
 
 	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/protocol"
+	"github.com/cofferhq/coffer/internal/server/auth"
 )
 
 // CreateEnrollmentToken issues a one-time enrollment token on behalf of
@@ -30,7 +31,7 @@ func (s *Service) CreateEnrollmentToken(ctx context.Context, actor *coffer.Princ
 		return "", nil, invalidField("expires_in_seconds", "an enrollment token lives %d to %d seconds, not %d",
 			int(MinEnrollTTL.Seconds()), int(MaxEnrollTTL.Seconds()), int(ttl.Seconds()))
 	}
-	secret, hash := newSecret(protocol.EnrollPrefix)
+	secret, hash := auth.NewSecret(protocol.EnrollPrefix)
 	t := &coffer.EnrollmentToken{TokenHash: hash, Name: name, CreatedBy: actor.UserID,
 		ExpiresAt: s.now().Add(ttl).UTC().Truncate(time.Microsecond)}
 	if err := s.store.CreateEnrollmentToken(ctx, t); err != nil {
@@ -64,10 +65,10 @@ func (s *Service) Enroll(ctx context.Context, req protocol.EnrollRequest) (*prot
 	if err != nil {
 		return nil, err
 	}
-	credential, hash := newSecret(protocol.CredentialPrefix)
+	credential, hash := auth.NewSecret(protocol.CredentialPrefix)
 	c := &coffer.Client{Name: name, Hostname: info.Hostname, OS: info.OS, Arch: info.Arch, IPv4: info.IPv4, IPv6: info.IPv6,
 		AgentVersion: info.AgentVersion, CredentialHash: hash}
-	if _, err := s.store.EnrollClient(ctx, hashSecret(req.Token), c); err != nil {
+	if _, err := s.store.EnrollClient(ctx, auth.HashSecret(req.Token), c); err != nil {
 		return nil, err
 	}
 	s.log.Info("client enrolled", "client_id", c.ID, "client", c.Name, "hostname", c.Hostname)
@@ -90,7 +91,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*coffer.Prin
 	if !strings.HasPrefix(secret, protocol.CredentialPrefix) {
 		return nil, invalidCredential()
 	}
-	c, err := s.store.ClientByCredentialHash(ctx, hashSecret(secret))
+	c, err := s.store.ClientByCredentialHash(ctx, auth.HashSecret(secret))
 	if coffer.IsKind(err, coffer.KindNotFound) {
 		return nil, invalidCredential()
 	}

@@ -43,7 +43,7 @@ func (s *Service) CreateToken(ctx context.Context, actor *coffer.Principal, in N
 	if in.ExpiresAt != nil && !in.ExpiresAt.After(s.now()) {
 		return "", nil, invalidField("expires_at", "expires_at must be in the future")
 	}
-	secret, hash := newSecret(PrefixAPIToken)
+	secret, hash := NewSecret(PrefixAPIToken)
 	tok := &coffer.APIToken{UserID: actor.UserID, Name: name, Prefix: displayPrefix(secret), TokenHash: hash,
 		Scopes: scopes, ExpiresAt: in.ExpiresAt}
 	if err := s.store.CreateAPIToken(ctx, tok); err != nil {

@@ -78,7 +78,7 @@ func (s *Service) Login(ctx context.Context, req LoginRequest) (*LoginResult, er
 		s.upgradeHash(ctx, u, req.Password)
 	}
 
-	secret, hashed := newSecret(PrefixSession)
+	secret, hashed := NewSecret(PrefixSession)
 	sess := &coffer.Session{UserID: u.ID, TokenHash: hashed, ExpiresAt: now.Add(s.sessionTTL),
 		UserAgent: clip(req.UserAgent, 256), RemoteIP: req.RemoteIP}
 	if err := s.store.CreateSession(ctx, sess); err != nil {
@@ -127,7 +127,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*coffer.Prin
 	now := s.now()
 	switch {
 	case strings.HasPrefix(secret, PrefixSession):
-		sess, u, err := s.store.SessionByTokenHash(ctx, hashSecret(secret))
+		sess, u, err := s.store.SessionByTokenHash(ctx, HashSecret(secret))
 		if coffer.IsKind(err, coffer.KindNotFound) {
 			return nil, errInvalidToken
 		}
@@ -149,7 +149,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*coffer.Prin
 			Role: u.Role, Scopes: u.Role.Permissions(), CredentialID: sess.ID}, nil
 
 	case strings.HasPrefix(secret, PrefixAPIToken):
-		tok, u, err := s.store.APITokenByHash(ctx, hashSecret(secret))
+		tok, u, err := s.store.APITokenByHash(ctx, HashSecret(secret))
 		if coffer.IsKind(err, coffer.KindNotFound) {
 			return nil, errInvalidToken
 		}

@@ -23,16 +23,16 @@ var secretEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 // newSecret returns a fresh random secret with the given prefix and the hash
 // to store for it.
-func newSecret(prefix string) (secret, hash string) {
+func NewSecret(prefix string) (secret, hash string) {
 	b := make([]byte, secretLen)
 	rand.Read(b) // never fails: crypto/rand.Read panics rather than return short
 	secret = prefix + strings.ToLower(secretEncoding.EncodeToString(b))
-	return secret, hashSecret(secret)
+	return secret, HashSecret(secret)
 }
 
 // hashSecret is the stored form of a secret: SHA-256, hex. Secrets are 256
 // random bits, so a fast hash is enough (there is no dictionary to attack).
-func hashSecret(secret string) string {
+func HashSecret(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
 	return hex.EncodeToString(sum[:])
 }

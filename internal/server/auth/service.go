@@ -142,7 +142,7 @@ func (s *Service) Bootstrap(ctx context.Context, username, password string) (cre
 		return false, "", err
 	}
 	if password == "" {
-		generated, _ = newSecret("")
+		generated, _ = NewSecret("")
 		generated = generated[:24]
 		password = generated
 	}
