@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -92,13 +93,11 @@ func (s *Server) authorize(access Access, ctx huma.Context, next func(huma.Conte
 		info.setUser(p.Username)
 	}
 	if !p.Can(access.perm) {
+		detail := fmt.Sprintf("this needs the %q permission, which your credential (role %s) does not hold", access.perm, p.Role)
 		if p.Kind == coffer.PrincipalAgent || access.perm == coffer.PermAgent {
-			huma.WriteErr(s.api, ctx, http.StatusForbidden, "", coffer.Errorf(coffer.KindForbidden, "forbidden",
-				"agent credentials reach only /api/v1/agent/... routes, and only agents reach those"))
-			return
+			detail = "agent credentials reach only /api/v1/agent/... routes, and only agents reach those"
 		}
-		huma.WriteErr(s.api, ctx, http.StatusForbidden, "", coffer.Errorf(coffer.KindForbidden, "forbidden",
-			"this needs the %q permission, which your credential (role %s) does not hold", access.perm, p.Role).
+		huma.WriteErr(s.api, ctx, http.StatusForbidden, "", coffer.Errorf(coffer.KindForbidden, "forbidden", "%s", detail).
 			With("required_permission", string(access.perm)))
 		return
 	}

@@ -9,9 +9,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cofferhq/coffer/internal/engine/repository/repotest"
 	"github.com/cofferhq/coffer/internal/httpapi/apitest"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/metadb/metadbtest"
+	"github.com/cofferhq/coffer/internal/server/agents"
+	"github.com/cofferhq/coffer/internal/server/backups"
+	"github.com/cofferhq/coffer/internal/server/plans"
+	"github.com/cofferhq/coffer/internal/server/restores"
 	"github.com/danielgtaylor/huma/v2"
 )
 
@@ -283,16 +288,30 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // a role lacking the route's permission gets 403, one holding it never does,
 // and only the routes meant to be public answer without a credential.
 func TestAuthorizationMatrix(t *testing.T) {
-	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
+	db := metadbtest.Open(t, metadb.SQLite)
+	repo := repotest.New(t, repotest.Options{Encrypted: true})
+	// Every service, so that every route of the server is in the matrix.
+	f := newFixtureWith(t, db, func(f *fixture, o *Options) {
+		ag := agents.New(agents.Options{Store: db, Events: f.hub})
+		bk := backups.New(backups.Options{Store: db, Repo: repo, Events: f.hub, Commands: ag, Clients: ag})
+		o.Agents, o.Backups = ag, bk
+		o.Restores = restores.New(restores.Options{Store: db, Repo: repo, Events: f.hub, Commands: ag, Clients: ag})
+		o.Plans = plans.New(plans.Options{Store: db, Clients: ag, Backups: bk, Events: f.hub, DefaultRepositoryID: repo.Config().ID})
+	})
 	doc := f.api.OpenAPI()
-	wantPublic := []string{"GET /api", "GET /api/v1/openapi.json", "GET /healthz", "GET /readyz", "POST /api/v1/auth/login"}
+	wantPublic := []string{"GET /api", "GET /api/v1/openapi.json", "GET /healthz", "GET /readyz",
+		"POST /api/v1/agent/enroll", "POST /api/v1/auth/login"}
 	var public []string
-	holds := map[string][]string{"viewer": {"read"}, "operator": {"read", "operate"}, "admin": {"read", "operate", "manage"}}
+	holds := map[string][]string{"viewer": {"read"}, "operator": {"read", "operate"}, "admin": {"read", "operate", "manage"},
+		"agent": {"agent"}}
 	// API tokens, so that calling logout does not end the role's credential.
-	for role := range holds {
+	for _, role := range []string{"viewer", "operator", "admin"} {
 		r := f.do("POST", "/api/v1/tokens", role, map[string]any{"name": "matrix"}).Want(201)
 		f.tokens[role] = r.JSON["secret"].(string)
 	}
+	secret := f.do("POST", "/api/v1/enrollment-tokens", "operator", map[string]any{"name": "matrix"}).Want(201).Str("secret")
+	f.tokens["agent"] = f.do("POST", "/api/v1/agent/enroll", "", map[string]any{"token": secret, "hostname": "matrix",
+		"os": "linux", "arch": "amd64", "ipv4": []string{}, "ipv6": []string{}, "agent_version": "test"}).Want(201).Str("credential")
 	for path, item := range doc.Paths {
 		for method, op := range map[string]*huma.Operation{"GET": item.Get, "POST": item.Post, "PUT": item.Put,
 			"PATCH": item.Patch, "DELETE": item.Delete} {
@@ -300,7 +319,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 				continue
 			}
 			name := method + " " + path
-			url := strings.ReplaceAll(path, "{id}", "x")
+			url := strings.NewReplacer("{id}", "x", "{request_id}", "x").Replace(path)
 			perm, _ := op.Extensions["x-coffer-permission"].(string)
 			if perm == "" {
 				public = append(public, name)
@@ -311,6 +330,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 				continue // a stream: its access is tested in the events tests
 			}
 			for role, perms := range holds {
+				if name == "GET /api/v1/agent/stream" && role == "agent" {
+					continue // a stream: the agents tests cover it
+				}
 				r := f.do(method, url, role, map[string]any{})
 				got := r.Status == 403 && r.JSON["code"] == "forbidden" && r.JSON["metadata"].(map[string]any)["required_permission"] != nil
 				if want := !slices.Contains(perms, perm); got != want {
