@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/internal/engine/blob"
 	"github.com/cofferhq/coffer/internal/engine/repository"
@@ -87,5 +88,36 @@ func TestSavePayloadAndReadPayloads(t *testing.T) {
 				t.Fatalf("ReadPayloads = %v after %d blobs", err, seen)
 			}
 		})
+	}
+}
+
+// TestWriterUnderCallersSession: a writer given an open session writes
+// under it and leaves it open; one of its own ends its session.
+func TestWriterUnderCallersSession(t *testing.T) {
+	ctx := context.Background()
+	r := repotest.New(t, repotest.Options{})
+	s, err := r.Index().BeginSession(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := r.NewWriter(ctx, repository.WriterOptions{Session: &repository.Session{ID: s.ID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := []byte("under the caller's session")
+	if _, err := w.Save(ctx, blob.Data, r.BlobID(plain), plain, blob.Fastest); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Index().RenewSession(ctx, s, time.Hour); err != nil {
+		t.Fatalf("the caller's session after the writer closed: %v (the writer ended it)", err)
+	}
+	if missing, err := r.Index().Missing(ctx, []blob.ID{r.BlobID(plain)}); err != nil || len(missing) != 0 {
+		t.Fatalf("the blob written under the caller's session is not indexed: %v, %v", missing, err)
 	}
 }

@@ -24,6 +24,11 @@ type WriterOptions struct {
 	// OnPack, when set, is called (from an uploader goroutine) after each
 	// pack is stored and indexed.
 	OnPack func(PackInfo, []pack.Entry)
+	// Session, when set, is an open session the caller holds and renews
+	// (a server's backup, which outlives each of its upload requests): the
+	// writer works under it and neither renews nor ends it, sparing two
+	// database writes per Writer.
+	Session *Session
 }
 
 // WriterStats count what a Writer stored.
@@ -82,9 +87,14 @@ func (r *Repository) NewWriter(ctx context.Context, o WriterOptions) (*Writer, e
 	if o.SessionTTL <= 0 {
 		o.SessionTTL = 10 * time.Minute
 	}
-	s, err := r.index.BeginSession(ctx, o.SessionTTL)
-	if err != nil {
-		return nil, fmt.Errorf("begin write session on %s: %w", r.Location(), err)
+	var s Session
+	if o.Session != nil {
+		s = *o.Session
+	} else {
+		var err error
+		if s, err = r.index.BeginSession(ctx, o.SessionTTL); err != nil {
+			return nil, fmt.Errorf("begin write session on %s: %w", r.Location(), err)
+		}
 	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &Writer{repo: r, opts: o, session: s, ctx: wctx, cancel: cancel,
@@ -95,7 +105,11 @@ func (r *Repository) NewWriter(ctx context.Context, o WriterOptions) (*Writer, e
 		w.workers.Add(1)
 		go w.uploader()
 	}
-	go w.renew()
+	if o.Session != nil {
+		close(w.renewed)
+	} else {
+		go w.renew()
+	}
 	return w, nil
 }
 
@@ -407,7 +421,9 @@ func (w *Writer) Close() error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		w.closeErr = w.repo.index.EndSession(ctx, w.session)
+		if w.opts.Session == nil {
+			w.closeErr = w.repo.index.EndSession(ctx, w.session)
+		}
 	})
 	return w.closeErr
 }

@@ -87,7 +87,7 @@ func (s *Service) Upload(ctx context.Context, clientID, backupID string, body io
 
 // storeBlobs packs the missing blobs and waits until their packs are indexed.
 func (s *Service) storeBlobs(ctx context.Context, b *coffer.Backup, arena []byte, missing []blob.ID, byID map[blob.ID]*upFrame) (repository.WriterStats, error) {
-	w, err := s.repo.NewWriter(ctx, repository.WriterOptions{})
+	w, err := s.repo.NewWriter(ctx, writerOptions(b, repository.WriterOptions{}))
 	if err != nil {
 		return repository.WriterStats{}, fmt.Errorf("upload to backup %s: %w", b.ID, err)
 	}
@@ -202,4 +202,14 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
 	return n, err
+}
+
+// writerOptions makes a writer work under backup b's own write session,
+// which the service renews for as long as the backup runs, instead of
+// beginning and ending a session of its own for every request.
+func writerOptions(b *coffer.Backup, o repository.WriterOptions) repository.WriterOptions {
+	if b.SessionID != "" {
+		o.Session = &repository.Session{ID: b.SessionID}
+	}
+	return o
 }
