@@ -140,9 +140,9 @@ func (r *remoteRepo) prefetch(ctx context.Context, t *tree.Tree) {
 			n := min(len(frontier), prefetchBatch)
 			batch := frontier[:n]
 			frontier = frontier[n:]
-			req := protocol.ReadRequest{RestoreID: r.restoreID, Blobs: make([]protocol.BlobLocation, len(batch))}
+			req := protocol.ReadRequest{RestoreID: r.restoreID, IDs: make([]string, len(batch))}
 			for i, id := range batch {
-				req.Blobs[i] = protocol.BlobLocation{ID: id.String(), Type: blob.Tree.String()}
+				req.IDs[i] = id.String()
 			}
 			err := r.api.ReadBlobs(ctx, req, func(f protocol.Frame) error {
 				if f.Err != "" || f.Type != blob.Tree {
@@ -234,12 +234,6 @@ func parseLocation(bl protocol.BlobLocation) (blob.ID, repository.Location, erro
 	return id, loc, nil
 }
 
-// wireLocation is parseLocation's inverse.
-func wireLocation(id blob.ID, loc repository.Location) protocol.BlobLocation {
-	return protocol.BlobLocation{ID: id.String(), Type: loc.Type.String(), Pack: loc.Pack.String(),
-		Offset: loc.Offset, Length: loc.Length, RawLength: loc.RawLength}
-}
-
 // ReadBlobs implements restorer.Repository: it asks the server for the
 // blobs in requests of bounded size, checks each payload against its id
 // and calls fn for every request of that id. A request the server answers
@@ -271,9 +265,9 @@ func (r *remoteRepo) ReadBlobs(ctx context.Context, t blob.Type, reqs []reposito
 		req := protocol.ReadRequest{RestoreID: r.restoreID}
 		var size int64
 		end := start
-		for end < len(order) && len(req.Blobs) < maxReadBlobs && (size == 0 || size+int64(reqs[byID[order[end]][0]].Loc.Length) <= maxRead) {
+		for end < len(order) && len(req.IDs) < maxReadBlobs && (size == 0 || size+int64(reqs[byID[order[end]][0]].Loc.Length) <= maxRead) {
 			q := reqs[byID[order[end]][0]]
-			req.Blobs = append(req.Blobs, wireLocation(q.ID, q.Loc))
+			req.IDs = append(req.IDs, q.ID.String())
 			size += int64(q.Loc.Length)
 			end++
 		}

@@ -45,12 +45,12 @@ func (l *localAPI) Locate(ctx context.Context, req protocol.LocateRequest) ([]pr
 }
 
 func (l *localAPI) ReadBlobs(ctx context.Context, req protocol.ReadRequest, fn func(protocol.Frame) error) error {
-	l.reads = append(l.reads, len(req.Blobs))
-	// Like the server, look every id up and ignore the locations sent.
-	ids := make([]blob.ID, len(req.Blobs))
-	for i, bl := range req.Blobs {
+	l.reads = append(l.reads, len(req.IDs))
+	// Like the server, look every id up.
+	ids := make([]blob.ID, len(req.IDs))
+	for i, h := range req.IDs {
 		var err error
-		if ids[i], err = blob.ParseID(bl.ID); err != nil {
+		if ids[i], err = blob.ParseID(h); err != nil {
 			return err
 		}
 	}
@@ -426,4 +426,11 @@ func TestRemoteTreesPrefetched(t *testing.T) {
 	if remote.cached != 0 || len(remote.trees) != 0 {
 		t.Fatalf("%d trees (%d bytes) fetched ahead were never used", len(remote.trees), remote.cached)
 	}
+}
+
+// wireLocation is parseLocation's inverse: a location as the server's
+// locate route sends it.
+func wireLocation(id blob.ID, loc repository.Location) protocol.BlobLocation {
+	return protocol.BlobLocation{ID: id.String(), Type: loc.Type.String(), Pack: loc.Pack.String(),
+		Offset: loc.Offset, Length: loc.Length, RawLength: loc.RawLength}
 }

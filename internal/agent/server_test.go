@@ -454,15 +454,15 @@ func (s *fakeServer) locate(w http.ResponseWriter, r *http.Request) (any, error)
 	return out, nil
 }
 
-// readPayloads serves blobs as the real server does: it looks the ids up
-// itself (ignoring the locations sent), reads payloads through
+// readPayloads serves blobs as the real server does: it looks the ids up,
+// reads payloads through
 // Repository.ReadPayloads and writes them as frames (error frames for
 // failures and for ids it lacks).
-func (s *fakeServer) readPayloads(ctx context.Context, w io.Writer, bls []protocol.BlobLocation) error {
-	ids := make([]blob.ID, len(bls))
-	for i, bl := range bls {
+func (s *fakeServer) readPayloads(ctx context.Context, w io.Writer, hexIDs []string) error {
+	ids := make([]blob.ID, len(hexIDs))
+	for i, h := range hexIDs {
 		var err error
-		if ids[i], err = blob.ParseID(bl.ID); err != nil {
+		if ids[i], err = blob.ParseID(h); err != nil {
 			return err
 		}
 	}
@@ -504,7 +504,7 @@ func (s *fakeServer) read(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, err
 	}
 	w.Header().Set("Content-Type", protocol.MediaType)
-	return nil, s.readPayloads(r.Context(), w, req.Blobs)
+	return nil, s.readPayloads(r.Context(), w, req.IDs)
 }
 
 func (s *fakeServer) blob(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -522,7 +522,7 @@ func (s *fakeServer) blob(w http.ResponseWriter, r *http.Request) (any, error) {
 		return nil, nil
 	}
 	w.Header().Set("Content-Type", protocol.MediaType)
-	return nil, s.readPayloads(r.Context(), w, []protocol.BlobLocation{wireLocation(id, loc)})
+	return nil, s.readPayloads(r.Context(), w, []string{id.String()})
 }
 
 func (s *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) (any, error) {

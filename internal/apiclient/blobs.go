@@ -27,17 +27,17 @@ const acceptFrames = protocol.MediaType + ", application/octet-stream, applicati
 // the read and is returned. The caller checks each payload against its id
 // (blob.Codec.DecodePayload): the server is not trusted with content.
 func (c *Client) ReadBlobs(ctx context.Context, req protocol.ReadRequest, fn func(protocol.Frame) error) error {
-	pending := make(map[blob.ID]bool, len(req.Blobs))
-	for _, b := range req.Blobs {
-		id, err := blob.ParseID(b.ID)
+	pending := make(map[blob.ID]bool, len(req.IDs))
+	for _, h := range req.IDs {
+		id, err := blob.ParseID(h)
 		if err != nil {
 			return fmt.Errorf("read blobs: %w", err)
 		}
 		pending[id] = true
 	}
-	remaining := req.Blobs
+	remaining := req.IDs
 	for attempt := 1; ; attempt++ {
-		body, err := json.Marshal(protocol.ReadRequest{RestoreID: req.RestoreID, Blobs: remaining})
+		body, err := json.Marshal(protocol.ReadRequest{RestoreID: req.RestoreID, IDs: remaining})
 		if err != nil {
 			return fmt.Errorf("read blobs: %w", err)
 		}
@@ -55,7 +55,7 @@ func (c *Client) ReadBlobs(ctx context.Context, req protocol.ReadRequest, fn fun
 				return nil
 			}
 			if err == nil {
-				err = &netError{fmt.Errorf("%s: the response ended with %d of %d blobs not sent", r.op(), len(pending), len(req.Blobs))}
+				err = &netError{fmt.Errorf("%s: the response ended with %d of %d blobs not sent", r.op(), len(pending), len(req.IDs))}
 			}
 		}
 		if got > 0 {
@@ -68,8 +68,8 @@ func (c *Client) ReadBlobs(ctx context.Context, req protocol.ReadRequest, fn fun
 		if err := sleep(ctx, wait); err != nil {
 			return err
 		}
-		remaining = slices.DeleteFunc(slices.Clone(remaining), func(b protocol.BlobLocation) bool {
-			id, _ := blob.ParseID(b.ID)
+		remaining = slices.DeleteFunc(slices.Clone(remaining), func(h string) bool {
+			id, _ := blob.ParseID(h)
 			return !pending[id]
 		})
 	}

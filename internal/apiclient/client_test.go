@@ -346,9 +346,7 @@ func TestReadBlobs(t *testing.T) {
 			t.Errorf("read body %+v %v", req, err)
 		}
 		var asked []string
-		for _, b := range req.Blobs {
-			asked = append(asked, b.ID)
-		}
+		asked = append(asked, req.IDs...)
 		requests = append(requests, asked)
 		w.Header().Set("Content-Type", protocol.MediaType)
 		switch len(requests) {
@@ -368,7 +366,7 @@ func TestReadBlobs(t *testing.T) {
 	var req protocol.ReadRequest
 	req.RestoreID = "r1"
 	for _, id := range ids {
-		req.Blobs = append(req.Blobs, protocol.BlobLocation{ID: id.String(), Type: "data"})
+		req.IDs = append(req.IDs, id.String())
 	}
 	got := map[blob.ID]string{}
 	err := c.ReadBlobs(context.Background(), req, func(f protocol.Frame) error {
@@ -401,7 +399,7 @@ func TestReadBlobsUnrequested(t *testing.T) {
 	c := newClient(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteFrame(w, blob.Data, blob.ID{9}, 1, []byte("x"))
 	}))
-	req := protocol.ReadRequest{Blobs: []protocol.BlobLocation{{ID: blob.ID{1}.String()}}}
+	req := protocol.ReadRequest{IDs: []string{blob.ID{1}.String()}}
 	err := c.ReadBlobs(context.Background(), req, func(protocol.Frame) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "not asked for") {
 		t.Fatalf("err %v", err)

@@ -263,7 +263,7 @@ func TestRestoreBlobStreamAPI(t *testing.T) {
 			WantError(404, "restore_not_found")
 
 		// Read them all: one verified frame per blob, whatever order.
-		read := f.do("POST", "/api/v1/agent/blobs/read", f.alphaKey, map[string]any{"restore_id": id, "blobs": locs},
+		read := f.do("POST", "/api/v1/agent/blobs/read", f.alphaKey, map[string]any{"restore_id": id, "ids": hexList(all)},
 			"Accept", agentAccept).Want(200)
 		frames := f.frames(read)
 		if len(frames) != len(all) {
@@ -279,24 +279,21 @@ func TestRestoreBlobStreamAPI(t *testing.T) {
 			}
 		}
 
-		// Forged locations count for nothing; a missing blob is an error frame.
+		// A missing blob is an error frame.
 		missing := blob.ID{9, 9, 9}
-		forged := []map[string]any{
-			{"id": data[0].String(), "type": "tree", "pack": strings.Repeat("ab", 32), "offset": 5, "length": 7, "raw_length": 7},
-			{"id": missing.String(), "type": "data", "pack": strings.Repeat("ab", 32), "offset": 0, "length": 1, "raw_length": 1},
-		}
-		frames = f.frames(f.do("POST", "/api/v1/agent/blobs/read", f.alphaKey, map[string]any{"restore_id": id, "blobs": forged}).Want(200))
+		some := []string{data[0].String(), missing.String()}
+		frames = f.frames(f.do("POST", "/api/v1/agent/blobs/read", f.alphaKey, map[string]any{"restore_id": id, "ids": some}).Want(200))
 		if fm := frames[data[0]]; fm.Err != "" || fm.Type != blob.Data {
-			t.Fatalf("forged location: %+v", fm)
+			t.Fatalf("frame of %s: %+v", data[0].Short(), fm)
 		} else if _, err := codec.DecodePayload(nil, blob.Data, data[0], fm.Payload, fm.RawLen); err != nil {
 			t.Fatal(err)
 		}
 		if fm := frames[missing]; !strings.Contains(fm.Err, "not in the repository") {
 			t.Fatalf("missing blob: %+v", fm)
 		}
-		f.do("POST", "/api/v1/agent/blobs/read", f.betaKey, map[string]any{"restore_id": id, "blobs": forged},
+		f.do("POST", "/api/v1/agent/blobs/read", f.betaKey, map[string]any{"restore_id": id, "ids": some},
 			"Accept", agentAccept).WantError(404, "restore_not_found")
-		f.do("POST", "/api/v1/agent/blobs/read", "operator", map[string]any{"restore_id": id, "blobs": forged}).
+		f.do("POST", "/api/v1/agent/blobs/read", "operator", map[string]any{"restore_id": id, "ids": some}).
 			WantError(403, "forbidden")
 
 		// One tree by id.
@@ -315,7 +312,7 @@ func TestRestoreBlobStreamAPI(t *testing.T) {
 		if fin.Str("restore", "state") != "succeeded" || fin.Str("restore", "overwrite") != "skip" {
 			t.Fatalf("finish: %s", fin.Body)
 		}
-		f.do("POST", "/api/v1/agent/blobs/read", f.alphaKey, map[string]any{"restore_id": id, "blobs": locs}).
+		f.do("POST", "/api/v1/agent/blobs/read", f.alphaKey, map[string]any{"restore_id": id, "ids": hexList(all)}).
 			WantError(409, "restore_not_running")
 		f.do("GET", path+"&type=tree", f.alphaKey, nil).WantError(409, "restore_not_running")
 	})
@@ -327,21 +324,16 @@ func TestRestoreReadLimitAPI(t *testing.T) {
 		id := f.do("POST", "/api/v1/agent/restores", f.alphaKey, map[string]any{"backup_id": f.backupID,
 			"destination": "/tmp/r"}).Want(201).Str("restore", "id")
 		_, data := f.snapshotIDs()
-		blobs := make([]map[string]any, len(data))
-		for i, d := range data {
-			blobs[i] = map[string]any{"id": d.String(), "type": "data", "pack": strings.Repeat("0", 64), "offset": 0,
-				"length": 0, "raw_length": 0}
-		}
-		r := f.do("POST", "/api/v1/agent/blobs/read", f.alphaKey, map[string]any{"restore_id": id, "blobs": blobs}).
+		r := f.do("POST", "/api/v1/agent/blobs/read", f.alphaKey, map[string]any{"restore_id": id, "ids": hexList(data)}).
 			WantError(400, "read_too_large")
 		if r.JSON["metadata"].(map[string]any)["max_bytes"] != float64(100<<10) {
 			t.Errorf("metadata: %s", r.Body)
 		}
-		many := make([]map[string]any, restores.MaxReadBlobs+1)
+		many := make([]string, restores.MaxReadBlobs+1)
 		for i := range many {
-			many[i] = blobs[0]
+			many[i] = data[0].String()
 		}
-		f.do("POST", "/api/v1/agent/blobs/read", f.alphaKey, map[string]any{"restore_id": id, "blobs": many}).
+		f.do("POST", "/api/v1/agent/blobs/read", f.alphaKey, map[string]any{"restore_id": id, "ids": many}).
 			WantError(400, "invalid_request")
 	})
 }

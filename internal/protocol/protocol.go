@@ -296,15 +296,15 @@ type LocateResponse struct {
 	Locations []BlobLocation `json:"locations"`
 }
 
-// ReadRequest is the body of POST /api/v1/agent/blobs/read. Only the ids
-// of Blobs count: the server looks every blob up itself. The response is
-// a MediaType stream: one frame per distinct id, in no particular order
+// ReadRequest is the body of POST /api/v1/agent/blobs/read: the blobs to
+// read, by id (the server looks each one up itself). The response is a
+// MediaType stream: one frame per distinct id, in no particular order
 // (each frame names its blob; see WriteFrame), carrying the blob's payload
 // as stored before encryption (zstd when smaller than the plaintext), or
 // an error frame for a blob the server lacks or cannot read.
 type ReadRequest struct {
-	RestoreID string         `json:"restore_id" maxLength:"64"`
-	Blobs     []BlobLocation `json:"blobs" maxItems:"4096"`
+	RestoreID string   `json:"restore_id" maxLength:"64"`
+	IDs       []string `json:"ids" maxItems:"4096" doc:"Hex blob ids, data and tree alike."`
 }
 
 // BackupSummary is an entry of GET /api/v1/agent/backups (this client's backups).

@@ -92,7 +92,7 @@ type ReadBatch struct {
 }
 
 // Read checks a request for blobs and looks each one up in the index —
-// the locations the agent sends are ignored; only their ids count. At most
+// every id is looked up here. At most
 // MaxReadBlobs blobs of at most Options.MaxReadBytes stored bytes in all
 // ("read_too_large"); blobs the repository lacks are answered with error
 // frames.
@@ -101,16 +101,12 @@ func (s *Service) Read(ctx context.Context, p *coffer.Principal, req protocol.Re
 	if err != nil {
 		return nil, err
 	}
-	if len(req.Blobs) > MaxReadBlobs {
+	if len(req.IDs) > MaxReadBlobs {
 		return nil, coffer.Errorf(coffer.KindInvalid, "read_too_large",
-			"read at most %d blobs per request, not %d: split the request", MaxReadBlobs, len(req.Blobs)).
+			"read at most %d blobs per request, not %d: split the request", MaxReadBlobs, len(req.IDs)).
 			With("max_blobs", MaxReadBlobs)
 	}
-	hexIDs := make([]string, len(req.Blobs))
-	for i, b := range req.Blobs {
-		hexIDs[i] = b.ID
-	}
-	ids, err := parseIDs(hexIDs, "body.blobs.id")
+	ids, err := parseIDs(req.IDs, "body.ids")
 	if err != nil {
 		return nil, err
 	}

@@ -248,10 +248,18 @@ func wantCode(t testing.TB, err error, kind coffer.Kind, code string) {
 	}
 }
 
-func locations(ids []blob.ID) []protocol.BlobLocation {
-	out := make([]protocol.BlobLocation, len(ids))
+func hexIDs(ids []blob.ID) []string {
+	out := make([]string, len(ids))
 	for i, id := range ids {
-		out[i] = protocol.BlobLocation{ID: id.String()}
+		out[i] = id.String()
+	}
+	return out
+}
+
+func locatedIDs(locs []protocol.BlobLocation) []string {
+	out := make([]string, len(locs))
+	for i, l := range locs {
+		out[i] = l.ID
 	}
 	return out
 }
@@ -320,7 +328,7 @@ func TestRestoreLifecycle(t *testing.T) {
 				t.Fatalf("location %d = %+v", i, l)
 			}
 		}
-		batch, err := f.svc.Read(ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, Blobs: loc.Locations})
+		batch, err := f.svc.Read(ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, IDs: locatedIDs(loc.Locations)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -385,7 +393,7 @@ func TestRestoreLifecycle(t *testing.T) {
 		wantCode(t, err, coffer.KindConflict, "restore_finished")
 
 		// A finished restore serves no more blobs.
-		_, err = f.svc.Read(ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, Blobs: loc.Locations[:1]})
+		_, err = f.svc.Read(ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, IDs: locatedIDs(loc.Locations[:1])})
 		wantCode(t, err, coffer.KindConflict, "restore_not_running")
 		_, err = f.svc.Locate(ctx, f.alpha, protocol.LocateRequest{RestoreID: r.ID, IDs: hexIDs[:1]})
 		wantCode(t, err, coffer.KindConflict, "restore_not_running")
@@ -442,14 +450,14 @@ func TestBlobAccessIsConfined(t *testing.T) {
 		}
 		_, err = f.svc.Locate(ctx, f.alpha, protocol.LocateRequest{RestoreID: q.ID, IDs: ids})
 		wantCode(t, err, coffer.KindConflict, "restore_not_running")
-		_, err = f.svc.Read(ctx, f.alpha, protocol.ReadRequest{RestoreID: q.ID, Blobs: locations(trees)})
+		_, err = f.svc.Read(ctx, f.alpha, protocol.ReadRequest{RestoreID: q.ID, IDs: hexIDs(trees)})
 		wantCode(t, err, coffer.KindConflict, "restore_not_running")
 
 		r := f.running()
 		// Another client's agent: as if the restore did not exist.
 		_, err = f.svc.Locate(ctx, f.beta, protocol.LocateRequest{RestoreID: r.ID, IDs: ids})
 		wantCode(t, err, coffer.KindNotFound, "restore_not_found")
-		_, err = f.svc.Read(ctx, f.beta, protocol.ReadRequest{RestoreID: r.ID, Blobs: locations(trees)})
+		_, err = f.svc.Read(ctx, f.beta, protocol.ReadRequest{RestoreID: r.ID, IDs: hexIDs(trees)})
 		wantCode(t, err, coffer.KindNotFound, "restore_not_found")
 		_, err = f.svc.Blob(ctx, f.beta, r.ID, blob.Tree, ids[0])
 		wantCode(t, err, coffer.KindNotFound, "restore_not_found")
@@ -458,39 +466,31 @@ func TestBlobAccessIsConfined(t *testing.T) {
 		_, err = f.svc.Finish(ctx, f.beta, r.ID, protocol.FinishRestoreRequest{})
 		wantCode(t, err, coffer.KindNotFound, "restore_not_found")
 		// No restore, an unknown one, a user instead of an agent.
-		_, err = f.svc.Read(ctx, f.alpha, protocol.ReadRequest{Blobs: locations(trees)})
+		_, err = f.svc.Read(ctx, f.alpha, protocol.ReadRequest{IDs: hexIDs(trees)})
 		wantCode(t, err, coffer.KindInvalid, "restore_id_required")
 		_, err = f.svc.Locate(ctx, f.alpha, protocol.LocateRequest{RestoreID: "01NOPE", IDs: ids})
 		wantCode(t, err, coffer.KindNotFound, "restore_not_found")
-		_, err = f.svc.Read(ctx, f.operator, protocol.ReadRequest{RestoreID: r.ID, Blobs: locations(trees)})
+		_, err = f.svc.Read(ctx, f.operator, protocol.ReadRequest{RestoreID: r.ID, IDs: hexIDs(trees)})
 		wantCode(t, err, coffer.KindForbidden, "forbidden")
 
 		// alpha itself may read.
-		if _, err := f.svc.Read(ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, Blobs: locations(trees)}); err != nil {
+		if _, err := f.svc.Read(ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, IDs: hexIDs(trees)}); err != nil {
 			t.Fatal(err)
 		}
 	})
 }
 
-func TestReadTrustsOnlyItsIndex(t *testing.T) {
+// TestReadByID: the server finds every blob of a read itself, of either
+// type, and answers an id it lacks with an error frame.
+func TestReadByID(t *testing.T) {
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newFixture(t, db)
 		r := f.running()
 		trees, data := f.ids()
-		locs, err := f.repo.Locate(f.ctx, data[:2])
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Forged locations: another blob's pack and offset, wrong type and sizes.
-		other := locs[data[1]]
-		forged := []protocol.BlobLocation{
-			{ID: data[0].String(), Type: "tree", Pack: other.Pack.String(), Offset: other.Offset, Length: 1 << 30, RawLength: 3},
-			{ID: trees[0].String(), Type: "data", Pack: strings.Repeat("0", 64), Offset: 99, Length: 1, RawLength: 1},
-		}
+		// Blobs of both types in one request, and one the repository lacks.
 		missing := blob.ID{1, 2, 3}
-		forged = append(forged, protocol.BlobLocation{ID: missing.String(), Type: "data", Pack: other.Pack.String(),
-			Offset: other.Offset, Length: other.Length, RawLength: other.RawLength})
-		batch, err := f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, Blobs: forged})
+		batch, err := f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID,
+			IDs: []string{data[0].String(), trees[0].String(), missing.String()}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -515,7 +515,7 @@ func TestReadTrustsOnlyItsIndex(t *testing.T) {
 			t.Fatalf("frame of a missing blob = %+v", fm)
 		}
 		_, err = f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID,
-			Blobs: []protocol.BlobLocation{{ID: "not-hex"}}})
+			IDs: []string{"not-hex"}})
 		wantCode(t, err, coffer.KindInvalid, "invalid_blob_id")
 		_, err = f.svc.Blob(f.ctx, f.alpha, r.ID, blob.Data, missing.String())
 		wantCode(t, err, coffer.KindNotFound, "blob_not_found")
@@ -536,7 +536,7 @@ func TestReadOfDamagedPack(t *testing.T) {
 			b[loc.Offset+loc.Length/2] ^= 0xFF
 			return b
 		})
-		batch, err := f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, Blobs: locations(data[:1])})
+		batch, err := f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, IDs: hexIDs(data[:1])})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -552,16 +552,16 @@ func TestReadLimits(t *testing.T) {
 		f := newFixture(t, db, func(o *Options) { o.MaxReadBytes = 300 << 10 })
 		r := f.running()
 		_, data := f.ids()
-		_, err := f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, Blobs: locations(data)})
+		_, err := f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, IDs: hexIDs(data)})
 		wantCode(t, err, coffer.KindInvalid, "read_too_large")
-		if _, err := f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, Blobs: locations(data[:1])}); err != nil {
+		if _, err := f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, IDs: hexIDs(data[:1])}); err != nil {
 			t.Fatal(err)
 		}
-		many := make([]protocol.BlobLocation, MaxReadBlobs+1)
+		many := make([]string, MaxReadBlobs+1)
 		for i := range many {
-			many[i] = protocol.BlobLocation{ID: data[0].String()}
+			many[i] = data[0].String()
 		}
-		_, err = f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, Blobs: many})
+		_, err = f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, IDs: many})
 		wantCode(t, err, coffer.KindInvalid, "read_too_large")
 		ids := make([]string, MaxLocateIDs+1)
 		for i := range ids {
@@ -648,7 +648,7 @@ func TestStaleRestoresFail(t *testing.T) {
 			t.Errorf("events = %v", codes)
 		}
 		trees, _ := f.ids()
-		_, err = f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, Blobs: locations(trees)})
+		_, err = f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, IDs: hexIDs(trees)})
 		wantCode(t, err, coffer.KindConflict, "restore_not_running")
 	})
 }
@@ -739,7 +739,7 @@ func TestAdHocRestore(t *testing.T) {
 		if n := len(f.cmds.all()); n != 0 {
 			t.Fatalf("%d commands sent for an ad-hoc restore", n)
 		}
-		if _, err := f.svc.Read(ctx, f.alpha, protocol.ReadRequest{RestoreID: job.ID, Blobs: locations([]blob.ID{f.root})}); err != nil {
+		if _, err := f.svc.Read(ctx, f.alpha, protocol.ReadRequest{RestoreID: job.ID, IDs: hexIDs([]blob.ID{f.root})}); err != nil {
 			t.Fatal(err)
 		}
 
@@ -782,7 +782,7 @@ func TestStreamStopsOnWriteError(t *testing.T) {
 		f := newFixture(t, db)
 		r := f.running()
 		_, data := f.ids()
-		batch, err := f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, Blobs: locations(data)})
+		batch, err := f.svc.Read(f.ctx, f.alpha, protocol.ReadRequest{RestoreID: r.ID, IDs: hexIDs(data)})
 		if err != nil {
 			t.Fatal(err)
 		}
