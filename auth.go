@@ -93,6 +93,29 @@ func (p *Principal) Can(perm Permission) bool {
 	return p != nil && slices.Contains(p.Scopes, perm)
 }
 
+// MayOperate reports, as an error, whether the principal may act on client
+// c: run its backups and plans, restore from or onto it, browse its live
+// file system or download its files. Admins (principals holding manage) may
+// act on every client; operators only on the clients they own. Anyone else
+// — viewers, a read-only token, another client's agent — gets
+// coffer.KindForbidden: "operate_required" without the operate permission,
+// "client_not_owned" for an operator's client that is not theirs.
+func (p *Principal) MayOperate(c *Client) error {
+	switch {
+	case p.Can(PermManage):
+		return nil
+	case !p.Can(PermOperate):
+		return Errorf(KindForbidden, "operate_required",
+			"acting on client %s needs the operate permission (an operator or admin account)", c.Name)
+	case c.OwnerID != "" && c.OwnerID == p.UserID:
+		return nil
+	default:
+		return Errorf(KindForbidden, "client_not_owned",
+			"client %s belongs to another user: only its owner or an admin may act on it (an admin can make you its owner)", c.Name).
+			With("client_id", c.ID)
+	}
+}
+
 // User is an account.
 type User struct {
 	ID                string

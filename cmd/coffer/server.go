@@ -20,6 +20,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/backups"
 	"github.com/cofferhq/coffer/internal/server/events"
 	"github.com/cofferhq/coffer/internal/server/plans"
+	"github.com/cofferhq/coffer/internal/server/repos"
 	"github.com/cofferhq/coffer/internal/server/restores"
 	"golang.org/x/sync/errgroup"
 )
@@ -76,7 +77,8 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	if err != nil {
 		return err
 	}
-	defer closeRepository(repo)
+	repoSet := repos.New(repo, nil)
+	defer repoSet.Close()
 
 	// Background work (event tailing, maintenance) outlives the signal
 	// context: it stops only after in-flight requests have finished.
@@ -90,12 +92,12 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 		Notifications: notes})
 	authSvc := auth.New(auth.Options{Store: db, Events: hub, Logger: log.With("component", "auth"), SessionTTL: c.SessionTTL})
 	agentSvc := agents.New(agents.Options{Store: db, Events: hub, Logger: log.With("component", "agents")})
-	backupSvc := backups.New(backups.Options{Store: db, Repo: repo, Events: hub, Commands: agentSvc, Clients: agentSvc,
+	backupSvc := backups.New(backups.Options{Store: db, Repos: repoSet, Events: hub, Commands: agentSvc, Clients: agentSvc,
 		Logger: log.With("component", "backups")})
-	restoreSvc := restores.New(restores.Options{Store: db, Repo: repo, Events: hub, Commands: agentSvc, Clients: agentSvc,
+	restoreSvc := restores.New(restores.Options{Store: db, Repos: repoSet, Events: hub, Commands: agentSvc, Clients: agentSvc,
 		Logger: log.With("component", "restores")})
 	planSvc := plans.New(plans.Options{Store: db, Clients: agentSvc, Backups: backupSvc, Events: hub,
-		Logger: log.With("component", "plans"), DefaultRepositoryID: repo.Config().ID})
+		Logger: log.With("component", "plans"), DefaultRepositoryID: repoSet.DefaultID()})
 
 	created, generated, err := authSvc.Bootstrap(ctx, c.AdminUser, c.AdminPassword)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/agents"
 	"github.com/cofferhq/coffer/internal/server/backups"
 	"github.com/cofferhq/coffer/internal/server/plans"
+	"github.com/cofferhq/coffer/internal/server/repos"
 	"github.com/cofferhq/coffer/internal/server/restores"
 	"github.com/danielgtaylor/huma/v2"
 )
@@ -293,9 +294,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 	// Every service, so that every route of the server is in the matrix.
 	f := newFixtureWith(t, db, func(f *fixture, o *Options) {
 		ag := agents.New(agents.Options{Store: db, Events: f.hub})
-		bk := backups.New(backups.Options{Store: db, Repo: repo, Events: f.hub, Commands: ag, Clients: ag})
+		set := repos.New(repo, nil)
+		bk := backups.New(backups.Options{Store: db, Repos: set, Events: f.hub, Commands: ag, Clients: ag})
 		o.Agents, o.Backups = ag, bk
-		o.Restores = restores.New(restores.Options{Store: db, Repo: repo, Events: f.hub, Commands: ag, Clients: ag})
+		o.Restores = restores.New(restores.Options{Store: db, Repos: set, Events: f.hub, Commands: ag, Clients: ag})
 		o.Plans = plans.New(plans.Options{Store: db, Clients: ag, Backups: bk, Events: f.hub, DefaultRepositoryID: repo.Config().ID})
 	})
 	doc := f.api.OpenAPI()

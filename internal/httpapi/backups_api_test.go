@@ -21,6 +21,7 @@ import (
 	"github.com/cofferhq/coffer/internal/protocol"
 	"github.com/cofferhq/coffer/internal/server/agents"
 	"github.com/cofferhq/coffer/internal/server/backups"
+	"github.com/cofferhq/coffer/internal/server/repos"
 	"github.com/danielgtaylor/huma/v2"
 )
 
@@ -46,7 +47,7 @@ func newBackupFixture(t testing.TB, db *metadb.DB, opts backups.Options) *backup
 	bf.repo = repo
 	bf.fixture = newFixtureWith(t, db, func(f *fixture, o *Options) {
 		bf.agents = agents.New(agents.Options{Store: db, Events: f.hub})
-		opts.Store, opts.Repo, opts.Events, opts.Commands, opts.Clients = db, repo, f.hub, bf.agents, bf.agents
+		opts.Store, opts.Repos, opts.Events, opts.Commands, opts.Clients = db, repos.New(repo, nil), f.hub, bf.agents, bf.agents
 		bf.backups = backups.New(opts)
 		o.Agents, o.Backups = bf.agents, bf.backups
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/cofferhq/coffer/internal/metadb/metadbtest"
 	"github.com/cofferhq/coffer/internal/protocol"
 	"github.com/cofferhq/coffer/internal/server/agents"
+	"github.com/cofferhq/coffer/internal/server/repos"
 	"github.com/cofferhq/coffer/internal/server/restores"
 )
 
@@ -43,7 +44,7 @@ func newRestoreFixture(t testing.TB, db *metadb.DB, ro restores.Options) *restor
 	rf := &restoreFixture{repo: repotest.New(t, repotest.Options{Encrypted: true})}
 	rf.fixture = newFixtureWith(t, db, func(f *fixture, o *Options) {
 		ag := agents.New(agents.Options{Store: db, Events: f.hub})
-		ro.Store, ro.Repo, ro.Events, ro.Commands, ro.Clients = db, rf.repo, f.hub, ag, ag
+		ro.Store, ro.Repos, ro.Events, ro.Commands, ro.Clients = db, repos.New(rf.repo, nil), f.hub, ag, ag
 		o.Agents, o.Restores = ag, restores.New(ro)
 	})
 	rf.alpha, rf.alphaKey = rf.enrollClient("alpha")

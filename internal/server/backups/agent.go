@@ -30,7 +30,11 @@ func (s *Service) StartBackup(ctx context.Context, clientID string, req protocol
 	if err != nil {
 		return nil, err
 	}
-	return &protocol.StartBackupResponse{Backup: Job(b), Repository: s.Params()}, nil
+	repo, err := s.repoOf(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	return &protocol.StartBackupResponse{Backup: Job(b), Repository: s.params(repo)}, nil
 }
 
 // Job is a backup as its agent needs it.
@@ -63,13 +67,17 @@ func (s *Service) startQueued(ctx context.Context, clientID string, req protocol
 	default:
 		return nil, notQueued(b)
 	}
-	sess, err := s.repo.Index().BeginSession(ctx, s.sessionTTL)
+	repo, err := s.repoOf(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := repo.Index().BeginSession(ctx, s.sessionTTL)
 	if err != nil {
 		return nil, fmt.Errorf("start backup %s: %w", b.ID, err)
 	}
-	started, err := s.store.StartBackup(ctx, b.ID, clientID, sess.ID, s.repo.Config().ID)
+	started, err := s.store.StartBackup(ctx, b.ID, clientID, sess.ID, repo.Config().ID)
 	if err != nil {
-		s.repo.Index().EndSession(context.WithoutCancel(ctx), sess)
+		repo.Index().EndSession(context.WithoutCancel(ctx), sess)
 		// Two starts raced and the other won: answer as for a retry.
 		if coffer.IsKind(err, coffer.KindConflict) {
 			if again, gerr := s.agentBackup(ctx, clientID, b.ID); gerr == nil && again.State == coffer.JobRunning {
@@ -104,15 +112,16 @@ func (s *Service) startAdHoc(ctx context.Context, clientID string, req protocol.
 		}
 		host = c.Hostname
 	}
-	sess, err := s.repo.Index().BeginSession(ctx, s.sessionTTL)
+	repo := s.repos.Default()
+	sess, err := repo.Index().BeginSession(ctx, s.sessionTTL)
 	if err != nil {
 		return nil, fmt.Errorf("start backup: %w", err)
 	}
-	b := &coffer.Backup{ClientID: clientID, RepositoryID: s.repo.Config().ID, Trigger: coffer.TriggerManual,
+	b := &coffer.Backup{ClientID: clientID, RepositoryID: repo.Config().ID, Trigger: coffer.TriggerManual,
 		State: coffer.JobRunning, Paths: req.Paths, Exclude: orEmpty(req.Exclude), Full: req.Full, OneFS: req.OneFileSystem,
 		HostName: host, SessionID: sess.ID}
 	if err := s.store.CreateBackup(ctx, b); err != nil {
-		s.repo.Index().EndSession(context.WithoutCancel(ctx), sess)
+		repo.Index().EndSession(context.WithoutCancel(ctx), sess)
 		return nil, err
 	}
 	s.markRenewed(b.ID)
@@ -158,7 +167,11 @@ func (s *Service) CheckBlobs(ctx context.Context, clientID string, req protocol.
 		return nil, err
 	}
 	s.renew(ctx, b)
-	missing, err := s.repo.Index().Missing(ctx, ids)
+	repo, err := s.repoOf(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	missing, err := repo.Index().Missing(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("check blobs of backup %s: %w", b.ID, err)
 	}
@@ -224,6 +237,10 @@ func (s *Service) Commit(ctx context.Context, clientID, backupID string, req pro
 		return nil, notRunning(b)
 	}
 	s.renew(ctx, b)
+	repo, err := s.repoOf(ctx, b)
+	if err != nil {
+		return nil, err
+	}
 	// The agent's start time, else the server's: either is the same on a
 	// retry, so a retried commit makes the same snapshot id.
 	started := req.StartedAt
@@ -239,7 +256,7 @@ func (s *Service) Commit(ctx context.Context, clientID, backupID string, req pro
 	if err != nil {
 		return nil, err
 	}
-	snapID, err := s.commitSnapshot(ctx, snap)
+	snapID, err := s.commitSnapshot(ctx, repo, snap)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +267,7 @@ func (s *Service) Commit(ctx context.Context, clientID, backupID string, req pro
 	done, err := s.store.FinishBackup(ctx, b.ID, metadb.BackupFinish{State: state, SnapshotID: snapID, RootTree: root.String(),
 		ParentID: parentID, Stats: req.Stats, Errors: req.Errors})
 	if err != nil {
-		return s.finishFailed(ctx, b.ID, root, snapID, err)
+		return s.finishFailed(ctx, repo, b.ID, root, snapID, err)
 	}
 	s.endSession(ctx, done)
 	s.publishFinished(ctx, agentActor(clientID), done)
@@ -284,8 +301,8 @@ func (s *Service) parent(ctx context.Context, clientID, parentID string, snap *t
 }
 
 // commitSnapshot writes and records the snapshot manifest.
-func (s *Service) commitSnapshot(ctx context.Context, snap *tree.Snapshot) (string, error) {
-	w, err := s.repo.NewWriter(ctx, repository.WriterOptions{Uploads: 1})
+func (s *Service) commitSnapshot(ctx context.Context, repo *repository.Repository, snap *tree.Snapshot) (string, error) {
+	w, err := repo.NewWriter(ctx, repository.WriterOptions{Uploads: 1})
 	if err != nil {
 		return "", fmt.Errorf("commit backup %s: %w", snap.BackupID, err)
 	}
@@ -312,7 +329,7 @@ func (s *Service) commitSnapshot(ctx context.Context, snap *tree.Snapshot) (stri
 // finished the backup: that is success. Otherwise the backup ended
 // meanwhile (canceled, or failed as stale) and the snapshot, which no
 // backup record claims, is forgotten again.
-func (s *Service) finishFailed(ctx context.Context, id string, root blob.ID, snapID string, err error) (*coffer.Backup, error) {
+func (s *Service) finishFailed(ctx context.Context, repo *repository.Repository, id string, root blob.ID, snapID string, err error) (*coffer.Backup, error) {
 	if !coffer.IsKind(err, coffer.KindConflict) {
 		return nil, err
 	}
@@ -323,7 +340,7 @@ func (s *Service) finishFailed(ctx context.Context, id string, root blob.ID, sna
 	if committed(b, root) && b.SnapshotID == snapID {
 		return b, nil
 	}
-	if ferr := s.repo.ForgetSnapshot(context.WithoutCancel(ctx), snapID); ferr != nil {
+	if ferr := repo.ForgetSnapshot(context.WithoutCancel(ctx), snapID); ferr != nil {
 		s.log.Error("forget the snapshot of a backup that ended while it committed", "backup_id", id, "snapshot", snapID, "err", ferr)
 	}
 	return nil, notRunning(b)

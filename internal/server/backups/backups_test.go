@@ -680,7 +680,7 @@ func TestCommitRacingTheEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := e.backup(job.Backup.ID)
-	snapID, err := e.svc.commitSnapshot(ctx, &tree.Snapshot{Version: tree.SnapshotVersion, Time: time.Now().UTC(),
+	snapID, err := e.svc.commitSnapshot(ctx, e.repo, &tree.Snapshot{Version: tree.SnapshotVersion, Time: time.Now().UTC(),
 		Tree: snap.root, BackupID: b.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -692,7 +692,7 @@ func TestCommitRacingTheEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, ferr := e.db.FinishBackup(ctx, b.ID, metadb.BackupFinish{State: coffer.JobSucceeded, SnapshotID: snapID})
-	_, err = e.svc.finishFailed(ctx, b.ID, snap.root, snapID, ferr)
+	_, err = e.svc.finishFailed(ctx, e.repo, b.ID, snap.root, snapID, ferr)
 	wantCode(t, err, "backup_finished")
 	if snaps, err := e.repo.Snapshots(ctx); err != nil || len(snaps) != 0 {
 		t.Fatalf("snapshots = %+v, %v", snaps, err)

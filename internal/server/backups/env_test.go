@@ -16,6 +16,7 @@ import (
 	"github.com/cofferhq/coffer/internal/engine/tree"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/protocol"
+	"github.com/cofferhq/coffer/internal/server/repos"
 )
 
 // commandLog is a Commands that records what it is given.
@@ -120,7 +121,7 @@ func newEnv(t *testing.T, db *metadb.DB) *env {
 	e.other = e.enroll("host-b")
 	e.admin = &coffer.Principal{Kind: coffer.PrincipalSession, UserID: "", Username: "admin", Role: coffer.RoleAdmin,
 		Scopes: coffer.RoleAdmin.Permissions()}
-	e.svc = New(Options{Store: db, Repo: repo, Events: e.events, Commands: e.cmds, Clients: db, Now: e.clock.Now})
+	e.svc = New(Options{Store: db, Repos: repos.New(repo, nil), Events: e.events, Commands: e.cmds, Clients: db, Now: e.clock.Now})
 	return e
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/cofferhq/coffer/internal/engine/blob"
 	"github.com/cofferhq/coffer/internal/engine/repository/repotest"
 	"github.com/cofferhq/coffer/internal/protocol"
+	"github.com/cofferhq/coffer/internal/server/repos"
 )
 
 // FuzzUploadFrames feeds arbitrary upload bodies to the frame reader of
@@ -15,7 +16,7 @@ import (
 // frames whose payloads decode to their ids.
 func FuzzUploadFrames(f *testing.F) {
 	repo := repotest.New(f, repotest.Options{})
-	svc := New(Options{Repo: repo})
+	svc := New(Options{Repos: repos.New(repo, nil)})
 	codec := repo.Codec()
 	var seed bytes.Buffer
 	for i, plain := range [][]byte{[]byte("hello"), bytes.Repeat([]byte("ab"), 500), {}} {
@@ -36,7 +37,7 @@ func FuzzUploadFrames(f *testing.F) {
 	f.Add(corrupt)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		arena, frames, err := svc.readFrames(bytes.NewReader(body), int64(len(body)), new(uploadBuf))
+		arena, frames, err := svc.readFrames(codec, bytes.NewReader(body), int64(len(body)), new(uploadBuf))
 		if err != nil {
 			if coffer.ErrorCode(err) == "internal" {
 				t.Fatalf("unclassified error: %v", err)

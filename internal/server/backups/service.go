@@ -13,6 +13,7 @@ package backups
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/cofferhq/coffer/internal/engine/repository"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/protocol"
+	"github.com/cofferhq/coffer/internal/server/repos"
 )
 
 // Store is the part of the metadata store backups use (*metadb.DB).
@@ -55,8 +57,9 @@ type Clients interface {
 // Options configure a Service. Zero values take the documented defaults.
 type Options struct {
 	Store Store
-	// Repo is the repository backups are stored in.
-	Repo     *repository.Repository
+	// Repos are the repositories backups are stored in; a backup that
+	// names none goes to the default one.
+	Repos    *repos.Set
 	Events   Publisher
 	Commands Commands
 	Clients  Clients
@@ -89,7 +92,7 @@ type Options struct {
 // Service implements backups.
 type Service struct {
 	store       Store
-	repo        *repository.Repository
+	repos       *repos.Set
 	events      Publisher
 	commands    Commands
 	clients     Clients
@@ -133,7 +136,7 @@ func New(opts Options) *Service {
 	if opts.Compression == blob.Off {
 		opts.Compression = blob.Fastest
 	}
-	return &Service{store: opts.Store, repo: opts.Repo, events: opts.Events, commands: opts.Commands,
+	return &Service{store: opts.Store, repos: opts.Repos, events: opts.Events, commands: opts.Commands,
 		clients: opts.Clients, log: opts.Logger, now: opts.Now, sessionTTL: opts.SessionTTL,
 		staleAfter: opts.StaleAfter, maxUpload: opts.MaxUploadBytes, maxCheck: opts.MaxCheckIDs,
 		compression: opts.Compression, uploads: make(chan struct{}, opts.MaxConcurrentUploads),
@@ -151,9 +154,18 @@ func RepositoryParams(repo *repository.Repository, compression blob.Compression,
 		IDKey: key[:], Compression: compression.String(), MaxUploadBytes: maxUpload, MaxCheckIDs: maxCheck}
 }
 
-// Params returns the repository parameters this service hands to agents.
-func (s *Service) Params() protocol.RepositoryParams {
-	return RepositoryParams(s.repo, s.compression, s.maxUpload, s.maxCheck)
+// params returns the parameters the service hands to agents for repo.
+func (s *Service) params(repo *repository.Repository) protocol.RepositoryParams {
+	return RepositoryParams(repo, s.compression, s.maxUpload, s.maxCheck)
+}
+
+// repoOf returns the repository b is stored in.
+func (s *Service) repoOf(ctx context.Context, b *coffer.Backup) (*repository.Repository, error) {
+	repo, err := s.repos.Get(ctx, b.RepositoryID)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	return repo, nil
 }
 
 // MaxUploadBytes is the largest upload body the service accepts.
@@ -217,7 +229,10 @@ func (s *Service) renew(ctx context.Context, b *coffer.Backup) {
 	if !due {
 		return
 	}
-	err := s.repo.Index().RenewSession(ctx, repository.Session{ID: b.SessionID}, s.sessionTTL)
+	repo, err := s.repoOf(ctx, b)
+	if err == nil {
+		err = repo.Index().RenewSession(ctx, repository.Session{ID: b.SessionID}, s.sessionTTL)
+	}
 	if err == nil {
 		return
 	}
@@ -241,7 +256,11 @@ func (s *Service) endSession(ctx context.Context, b *coffer.Backup) {
 	if b.SessionID == "" {
 		return
 	}
-	if err := s.repo.Index().EndSession(context.WithoutCancel(ctx), repository.Session{ID: b.SessionID}); err != nil {
+	repo, err := s.repoOf(ctx, b)
+	if err == nil {
+		err = repo.Index().EndSession(context.WithoutCancel(ctx), repository.Session{ID: b.SessionID})
+	}
+	if err != nil {
 		// The lease runs out by itself; until then GC merely keeps more.
 		s.log.Warn("end backup's write session", "backup_id", b.ID, "session", b.SessionID, "err", err)
 	}

@@ -38,6 +38,10 @@ func (s *Service) tree(ctx context.Context, b *coffer.Backup, p string) ([]proto
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: root tree %q: %w", b.ID, b.RootTree, err)
 	}
+	repo, err := s.repoOf(ctx, b)
+	if err != nil {
+		return nil, err
+	}
 	var elems []string
 	for _, e := range strings.Split(p, "/") {
 		if e != "" && e != "." {
@@ -45,7 +49,7 @@ func (s *Service) tree(ctx context.Context, b *coffer.Backup, p string) ([]proto
 		}
 	}
 	for i, name := range elems {
-		nodes, err := s.repo.LoadDir(ctx, dir)
+		nodes, err := repo.LoadDir(ctx, dir)
 		if err != nil {
 			return nil, fmt.Errorf("list backup %s: %w", b.ID, err)
 		}
@@ -62,7 +66,7 @@ func (s *Service) tree(ctx context.Context, b *coffer.Backup, p string) ([]proto
 		}
 		dir = n.Subtree
 	}
-	nodes, err := s.repo.LoadDir(ctx, dir)
+	nodes, err := repo.LoadDir(ctx, dir)
 	if err != nil {
 		return nil, fmt.Errorf("list backup %s: %w", b.ID, err)
 	}

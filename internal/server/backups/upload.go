@@ -42,6 +42,10 @@ func (s *Service) Upload(ctx context.Context, clientID, backupID string, body io
 	if size > s.maxUpload {
 		return nil, s.tooLarge()
 	}
+	repo, err := s.repoOf(ctx, b)
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case s.uploads <- struct{}{}:
 		defer func() { <-s.uploads }()
@@ -50,7 +54,7 @@ func (s *Service) Upload(ctx context.Context, clientID, backupID string, body io
 	}
 	bufs := uploadBuffers.Get().(*uploadBuf)
 	defer uploadBuffers.Put(bufs)
-	arena, frames, err := s.readFrames(body, size, bufs)
+	arena, frames, err := s.readFrames(repo.Codec(), body, size, bufs)
 	if err != nil {
 		return nil, err
 	}
@@ -68,13 +72,13 @@ func (s *Service) Upload(ctx context.Context, clientID, backupID string, body io
 			byID[f.id] = f
 		}
 	}
-	missing, err := s.repo.Index().Missing(ctx, ids)
+	missing, err := repo.Index().Missing(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("upload to backup %s: %w", b.ID, err)
 	}
 	resp := &protocol.UploadResponse{Success: true, Duplicates: len(frames)}
 	if len(missing) > 0 {
-		st, err := s.storeBlobs(ctx, b, arena, missing, byID)
+		st, err := s.storeBlobs(ctx, repo, b, arena, missing, byID)
 		if err != nil {
 			return nil, err
 		}
@@ -86,8 +90,8 @@ func (s *Service) Upload(ctx context.Context, clientID, backupID string, body io
 }
 
 // storeBlobs packs the missing blobs and waits until their packs are indexed.
-func (s *Service) storeBlobs(ctx context.Context, b *coffer.Backup, arena []byte, missing []blob.ID, byID map[blob.ID]*upFrame) (repository.WriterStats, error) {
-	w, err := s.repo.NewWriter(ctx, writerOptions(b, repository.WriterOptions{}))
+func (s *Service) storeBlobs(ctx context.Context, repo *repository.Repository, b *coffer.Backup, arena []byte, missing []blob.ID, byID map[blob.ID]*upFrame) (repository.WriterStats, error) {
+	w, err := repo.NewWriter(ctx, writerOptions(b, repository.WriterOptions{}))
 	if err != nil {
 		return repository.WriterStats{}, fmt.Errorf("upload to backup %s: %w", b.ID, err)
 	}
@@ -115,7 +119,7 @@ func (s *Service) tooLarge() error {
 
 // readFrames reads and verifies every frame of body, copying the payloads
 // into one arena.
-func (s *Service) readFrames(body io.Reader, size int64, bufs *uploadBuf) ([]byte, []upFrame, error) {
+func (s *Service) readFrames(codec *blob.Codec, body io.Reader, size int64, bufs *uploadBuf) ([]byte, []upFrame, error) {
 	lr := &limitedReader{r: body, left: s.maxUpload}
 	if bufs.fr == nil {
 		bufs.fr = protocol.NewFrameReader(lr)
@@ -130,7 +134,6 @@ func (s *Service) readFrames(body io.Reader, size int64, bufs *uploadBuf) ([]byt
 	frames := bufs.frames[:0]
 	scratch := bufs.scratch[:0]
 	defer func() { bufs.arena, bufs.frames, bufs.scratch = arena[:0], frames[:0], scratch[:0] }()
-	codec := s.repo.Codec()
 	for {
 		f, err := fr.Read()
 		if err == io.EOF {

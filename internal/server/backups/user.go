@@ -38,7 +38,7 @@ func (s *Service) RunAdHoc(ctx context.Context, p *coffer.Principal, clientID st
 	if err := validateExcludes(req.Exclude); err != nil {
 		return nil, err
 	}
-	return s.queue(ctx, p, clientID, "", req)
+	return s.queue(ctx, p, clientID, "", "", req)
 }
 
 // RunPlan queues a backup of plan now, as its "run now" does: the plan's
@@ -50,7 +50,7 @@ func (s *Service) RunPlan(ctx context.Context, p *coffer.Principal, plan *coffer
 	if err != nil {
 		return nil, err
 	}
-	return s.queue(ctx, p, plan.ClientID, plan.ID, AdHoc{Paths: plan.Include, Exclude: plan.Exclude, Full: full,
+	return s.queue(ctx, p, plan.ClientID, plan.ID, plan.RepositoryID, AdHoc{Paths: plan.Include, Exclude: plan.Exclude, Full: full,
 		OneFileSystem: plan.OneFileSystem})
 }
 
@@ -76,17 +76,23 @@ func (s *Service) fullDue(ctx context.Context, plan *coffer.Plan) (bool, error) 
 }
 
 // queue records a queued backup of clientID (for plan planID, or ad hoc)
-// and orders its agent to run it.
-func (s *Service) queue(ctx context.Context, p *coffer.Principal, clientID, planID string, req AdHoc) (*coffer.Backup, error) {
+// into repository repositoryID ("" for the default one) and orders its
+// agent to run it.
+func (s *Service) queue(ctx context.Context, p *coffer.Principal, clientID, planID, repositoryID string, req AdHoc) (*coffer.Backup, error) {
 	c, err := s.clients.GetClient(ctx, clientID)
 	if err != nil {
 		return nil, err
 	}
+	repo, err := s.repos.Get(ctx, repositoryID)
+	if err != nil {
+		return nil, err
+	}
+	repositoryID = repo.Config().ID
 	trigger := coffer.TriggerManual
 	if p.Kind == coffer.PrincipalAPIToken {
 		trigger = coffer.TriggerAPI
 	}
-	b := &coffer.Backup{ClientID: c.ID, PlanID: planID, RepositoryID: s.repo.Config().ID, Trigger: trigger, State: coffer.JobQueued,
+	b := &coffer.Backup{ClientID: c.ID, PlanID: planID, RepositoryID: repositoryID, Trigger: trigger, State: coffer.JobQueued,
 		Paths: req.Paths, Exclude: orEmpty(req.Exclude), Full: req.Full, OneFS: req.OneFileSystem, HostName: c.Hostname,
 		CreatedBy: p.UserID}
 	if err := s.store.CreateBackup(ctx, b); err != nil {

@@ -58,10 +58,14 @@ func (s *Service) StartRestore(ctx context.Context, p *coffer.Principal, req pro
 	if paths == nil {
 		paths = []string{}
 	}
+	repo, err := s.repos.Get(ctx, b.RepositoryID)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", r.ID, err)
+	}
 	return &protocol.StartRestoreResponse{
 		Restore: protocol.RestoreJob{ID: r.ID, BackupID: r.BackupID, State: r.State, RootTree: b.RootTree,
 			Paths: paths, Destination: r.Destination, Overwrite: r.Overwrite},
-		Repository: backups.RepositoryParams(s.repo, blob.Default, s.maxRead, MaxLocateIDs),
+		Repository: backups.RepositoryParams(repo, blob.Default, s.maxRead, MaxLocateIDs),
 	}, nil
 }
 

@@ -15,24 +15,41 @@ import (
 
 // reader checks that the calling agent may read blobs for restore id: the
 // restore targets its client and is running.
-func (s *Service) reader(ctx context.Context, p *coffer.Principal, id string) (*coffer.Restore, error) {
+func (s *Service) reader(ctx context.Context, p *coffer.Principal, id string) (*coffer.Restore, *repository.Repository, error) {
 	client, err := agentClient(p)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if id == "" {
-		return nil, coffer.Errorf(coffer.KindInvalid, "restore_id_required",
+		return nil, nil, coffer.Errorf(coffer.KindInvalid, "restore_id_required",
 			"name the running restore the blobs are for (restore_id)").With("field", "restore_id")
 	}
 	r, err := s.ownRestore(ctx, client, id)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if r.State != coffer.JobRunning {
-		return nil, coffer.Errorf(coffer.KindConflict, "restore_not_running",
+		return nil, nil, coffer.Errorf(coffer.KindConflict, "restore_not_running",
 			"restore %s is %s: blobs are served only while it runs", r.ID, r.State).With("state", string(r.State))
 	}
-	return r, nil
+	repo, err := s.repoOf(ctx, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, repo, nil
+}
+
+// repoOf returns the repository that holds r's backup.
+func (s *Service) repoOf(ctx context.Context, r *coffer.Restore) (*repository.Repository, error) {
+	b, err := s.store.GetBackup(ctx, r.BackupID)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", r.ID, err)
+	}
+	repo, err := s.repos.Get(ctx, b.RepositoryID)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", r.ID, err)
+	}
+	return repo, nil
 }
 
 // parseIDs parses hex blob ids, dropping repeats.
@@ -57,7 +74,8 @@ func parseIDs(in []string, field string) ([]blob.ID, error) {
 // that the agent can ask for blobs that lie together in one read. Ids the
 // repository lacks are left out.
 func (s *Service) Locate(ctx context.Context, p *coffer.Principal, req protocol.LocateRequest) (*protocol.LocateResponse, error) {
-	if _, err := s.reader(ctx, p, req.RestoreID); err != nil {
+	_, repo, err := s.reader(ctx, p, req.RestoreID)
+	if err != nil {
 		return nil, err
 	}
 	if len(req.IDs) > MaxLocateIDs {
@@ -68,7 +86,7 @@ func (s *Service) Locate(ctx context.Context, p *coffer.Principal, req protocol.
 	if err != nil {
 		return nil, err
 	}
-	locs, err := s.repo.Locate(ctx, ids)
+	locs, err := repo.Locate(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -86,6 +104,7 @@ func (s *Service) Locate(ctx context.Context, p *coffer.Principal, req protocol.
 // (protocol.WriteFrame).
 type ReadBatch struct {
 	s         *Service
+	repo      *repository.Repository
 	restoreID string
 	ids       []blob.ID // unique, in request order
 	locs      map[blob.ID]repository.Location
@@ -97,7 +116,7 @@ type ReadBatch struct {
 // ("read_too_large"); blobs the repository lacks are answered with error
 // frames.
 func (s *Service) Read(ctx context.Context, p *coffer.Principal, req protocol.ReadRequest) (*ReadBatch, error) {
-	r, err := s.reader(ctx, p, req.RestoreID)
+	r, repo, err := s.reader(ctx, p, req.RestoreID)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +129,7 @@ func (s *Service) Read(ctx context.Context, p *coffer.Principal, req protocol.Re
 	if err != nil {
 		return nil, err
 	}
-	locs, err := s.repo.Locate(ctx, ids)
+	locs, err := repo.Locate(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -123,13 +142,13 @@ func (s *Service) Read(ctx context.Context, p *coffer.Principal, req protocol.Re
 			"the blobs asked for take %d bytes in the repository; one read may take at most %d (add up the lengths /blobs/locate reports and split the request)",
 			total, s.maxRead).With("max_bytes", s.maxRead).With("bytes", total)
 	}
-	return &ReadBatch{s: s, restoreID: r.ID, ids: ids, locs: locs}, nil
+	return &ReadBatch{s: s, repo: repo, restoreID: r.ID, ids: ids, locs: locs}, nil
 }
 
 // Blob checks a request for one blob of type t. A blob the repository
 // lacks, or holds as another type, is "blob_not_found".
 func (s *Service) Blob(ctx context.Context, p *coffer.Principal, restoreID string, t blob.Type, hexID string) (*ReadBatch, error) {
-	r, err := s.reader(ctx, p, restoreID)
+	r, repo, err := s.reader(ctx, p, restoreID)
 	if err != nil {
 		return nil, err
 	}
@@ -137,14 +156,14 @@ func (s *Service) Blob(ctx context.Context, p *coffer.Principal, restoreID strin
 	if err != nil {
 		return nil, err
 	}
-	locs, err := s.repo.Locate(ctx, ids)
+	locs, err := repo.Locate(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
 	if loc, ok := locs[ids[0]]; !ok || loc.Type != t {
 		return nil, coffer.Errorf(coffer.KindNotFound, "blob_not_found", "the repository holds no %s blob %s", t, hexID)
 	}
-	return &ReadBatch{s: s, restoreID: r.ID, ids: ids, locs: locs}, nil
+	return &ReadBatch{s: s, repo: repo, restoreID: r.ID, ids: ids, locs: locs}, nil
 }
 
 // Len is the number of frames Stream writes.
@@ -171,7 +190,7 @@ func (b *ReadBatch) Stream(ctx context.Context, w io.Writer) error {
 		if len(reqs) == 0 {
 			continue
 		}
-		err := b.s.repo.ReadPayloads(ctx, t, reqs, func(i int, payload []byte, err error) error {
+		err := b.repo.ReadPayloads(ctx, t, reqs, func(i int, payload []byte, err error) error {
 			req := reqs[i]
 			if err == nil && len(payload) > int(req.Loc.RawLength) {
 				err = fmt.Errorf("blob %s: payload of %d bytes for plaintext %d: %w", req.ID, len(payload), req.Loc.RawLength, blob.ErrCorrupt)

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer"
-	"github.com/cofferhq/coffer/internal/engine/repository"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/protocol"
+	"github.com/cofferhq/coffer/internal/server/repos"
 )
 
 // Store is the part of the metadata store the service uses. Errors:
@@ -76,8 +76,8 @@ const (
 // Options configures a Service. Zero values take the documented defaults.
 type Options struct {
 	Store Store
-	// Repo is the repository the backups live in.
-	Repo     *repository.Repository
+	// Repos are the repositories the backups live in.
+	Repos    *repos.Set
 	Events   Publisher
 	Commands Commands
 	Clients  Clients
@@ -94,7 +94,7 @@ type Options struct {
 // Service implements restores.
 type Service struct {
 	store      Store
-	repo       *repository.Repository
+	repos      *repos.Set
 	events     Publisher
 	commands   Commands
 	clients    Clients
@@ -120,7 +120,7 @@ func New(opts Options) *Service {
 	}
 	return &Service{
 		store:      opts.Store,
-		repo:       opts.Repo,
+		repos:      opts.Repos,
 		events:     opts.Events,
 		commands:   opts.Commands,
 		clients:    opts.Clients,

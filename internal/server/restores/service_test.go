@@ -20,6 +20,7 @@ import (
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/metadb/metadbtest"
 	"github.com/cofferhq/coffer/internal/protocol"
+	"github.com/cofferhq/coffer/internal/server/repos"
 )
 
 // recorder is a Publisher that keeps what it is given.
@@ -128,7 +129,7 @@ func newFixture(t *testing.T, db *metadb.DB, opts ...func(*Options)) *fixture {
 	_, f.root = repotest.WriteSnapshot(t, f.repo, f.files)
 	f.backup = f.finishedBackup("alpha", coffer.JobSucceeded, f.root.String())
 
-	o := Options{Store: db, Repo: f.repo, Events: f.rec, Commands: f.cmds,
+	o := Options{Store: db, Repos: repos.New(f.repo, nil), Events: f.rec, Commands: f.cmds,
 		Clients: clients{"alpha": true, "beta": true}, Now: f.clock.Now}
 	for _, fn := range opts {
 		fn(&o)
