@@ -50,6 +50,13 @@ type serveCmd struct {
 	EventRetention  time.Duration `help:"How long events are kept in the history (0 keeps them forever)." default:"2160h" env:"COFFER_EVENT_RETENTION"`
 	MaxBodySize     int64         `help:"Largest accepted JSON request body, in bytes." default:"1048576" env:"COFFER_MAX_BODY_SIZE"`
 	ShutdownTimeout time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"30s" env:"COFFER_SHUTDOWN_TIMEOUT"`
+	clientLogFlags
+}
+
+// clientLogFlags say how long the log lines agents ship are kept.
+type clientLogFlags struct {
+	ClientLogRetention time.Duration `help:"How long the log lines agents ship are kept (0 keeps them forever)." default:"720h" env:"COFFER_CLIENT_LOG_RETENTION"`
+	ClientLogMaxLines  int           `help:"Most log lines kept per client, its newest (0: no limit)." default:"100000" env:"COFFER_CLIENT_LOG_MAX_LINES"`
 }
 
 func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
@@ -91,7 +98,8 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	hub := events.New(events.Options{Store: db, Logger: log.With("component", "events"), Retention: c.EventRetention,
 		Notifications: notes})
 	authSvc := auth.New(auth.Options{Store: db, Events: hub, Logger: log.With("component", "auth"), SessionTTL: c.SessionTTL})
-	agentSvc := agents.New(agents.Options{Store: db, Events: hub, Logger: log.With("component", "agents")})
+	agentSvc := agents.New(agents.Options{Store: db, Events: hub, Logger: log.With("component", "agents"),
+		LogRetention: c.ClientLogRetention, LogMaxLines: c.ClientLogMaxLines})
 	backupSvc := backups.New(backups.Options{Store: db, Repos: repoSet, Events: hub, Commands: agentSvc, Clients: agentSvc,
 		Logger: log.With("component", "backups")})
 	restoreSvc := restores.New(restores.Options{Store: db, Repos: repoSet, Events: hub, Commands: agentSvc, Clients: agentSvc,

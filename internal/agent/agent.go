@@ -54,6 +54,8 @@ type Agent struct {
 	log   *slog.Logger
 	api   *apiclient.Client
 	jobs  jobs
+	// ship sends the daemon's log to the server; a.log feeds it.
+	ship *logShipper
 
 	// uploads are the options of each backup's uploader (tests shrink them).
 	uploads uploaderOptions
@@ -81,8 +83,14 @@ func New(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{opts: opts, state: *opts.State, log: opts.Logger.With("client_id", opts.State.ClientID),
-		api: api, jobs: jobs{running: map[string]context.CancelCauseFunc{}}, progressEvery: time.Second}, nil
+	inner := opts.Logger.Handler()
+	ship := newLogShipper(func(ctx context.Context, b protocol.LogBatch) error {
+		_, err := api.ShipLogs(ctx, b)
+		return err
+	}, slog.New(inner).With("client_id", opts.State.ClientID))
+	log := slog.New(&shipHandler{inner: inner, ship: ship}).With("client_id", opts.State.ClientID)
+	return &Agent{opts: opts, state: *opts.State, log: log, api: api, ship: ship,
+		jobs: jobs{running: map[string]context.CancelCauseFunc{}}, progressEvery: time.Second}, nil
 }
 
 // Backups returns up to limit of this client's backups, newest first

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -154,6 +155,14 @@ func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, s
 			parent = nil
 		}
 	}
+	switch {
+	case job.Full:
+		log.Info("full backup: every file is read")
+	case parent != nil:
+		log.Info("unchanged files are taken from the previous backup", "parent_backup", parent.backupID)
+	default:
+		log.Info("no previous backup of these paths here: every file is read")
+	}
 
 	for attempt := 1; ; attempt++ {
 		rec := newCacheRecorder()
@@ -179,7 +188,7 @@ func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, s
 				onProgress(Progress{Stats: progressStats(prog, u), CurrentPath: prog.CurrentPath(), Elapsed: time.Since(start)})
 			}
 		}
-		stop := a.monitor(ctx, cancel, job.ID, report, local)
+		stop := a.monitor(ctx, cancel, log, report, local)
 		root, st, err := arch.ArchivePaths(ctx, u, job.Paths)
 		if err == nil {
 			err = u.Flush(ctx)
@@ -188,6 +197,9 @@ func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, s
 		stop()
 		res.Stats = backupStats(st, u)
 		res.Errors = fileErrors(st.Errors)
+		log.Info("backup scanned", "files_found", prog.FoundFiles.Load(), "bytes_found", prog.FoundBytes.Load(),
+			"dirs", st.Dirs, "excluded", st.Excluded, "errors", len(st.Errors))
+		logPathErrors(log, "could not back up a path", res.Errors)
 		if err != nil {
 			return err
 		}
@@ -271,6 +283,21 @@ func absPaths(paths []string) ([]string, error) {
 		out = append(out, abs)
 	}
 	return out, nil
+}
+
+// maxLoggedPathErrors is how many of a job's path errors are logged one by
+// one (all of them are recorded with the job).
+const maxLoggedPathErrors = 100
+
+// logPathErrors logs a job's path errors, the first maxLoggedPathErrors
+// each on its line.
+func logPathErrors(log *slog.Logger, msg string, errs []coffer.PathError) {
+	for _, e := range firstN(errs, maxLoggedPathErrors) {
+		log.Warn(msg, "path", e.Path, "err", e.Message)
+	}
+	if n := len(errs) - maxLoggedPathErrors; n > 0 {
+		log.Warn(fmt.Sprintf("%d more paths had errors; the job's record lists them", n))
+	}
 }
 
 // truncate shortens s to at most n bytes (the server's field limits),

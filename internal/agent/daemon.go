@@ -59,8 +59,22 @@ type daemon struct {
 // id; directory listings; cancellations. It returns nil when ctx ends,
 // after canceling the running jobs and waiting (a bounded time) for them
 // to record their end, and an error when the server refuses the
-// credential (the client was deleted: enroll again).
+// credential (the client was deleted: enroll again). While it runs, its
+// log is also shipped to the server (the client's logs), the last lines
+// when it stops.
 func (a *Agent) Run(ctx context.Context) error {
+	a.ship.start()
+	shipCtx, stopShipping := context.WithCancel(context.WithoutCancel(ctx))
+	shipped := make(chan struct{})
+	go func() {
+		defer close(shipped)
+		a.ship.run(shipCtx)
+	}()
+	defer func() {
+		stopShipping()
+		<-shipped
+		a.ship.stop(ctx)
+	}()
 	a.log.Info("agent starting", "server", a.state.Server, "name", a.state.Name, "version", a.opts.Version, "state_dir", a.opts.StateDir)
 	jobs, stopJobs := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer stopJobs(nil)

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -18,8 +19,9 @@ const localProgressEvery = 200 * time.Millisecond
 // caller's local func every localProgressEvery, and to the server (report)
 // every a.progressEvery. When the server answers that the job was
 // canceled, or that it is no longer running it, monitor cancels the job.
-// stop waits for the reports to end and calls local once more.
-func (a *Agent) monitor(ctx context.Context, cancel context.CancelCauseFunc, id string,
+// stop waits for the reports to end and calls local once more. log is the
+// job's logger (with its backup_id or restore_id).
+func (a *Agent) monitor(ctx context.Context, cancel context.CancelCauseFunc, log *slog.Logger,
 	report func(context.Context) (*protocol.ProgressResponse, error), local func()) (stop func()) {
 	mctx, mcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -52,15 +54,15 @@ func (a *Agent) monitor(ctx context.Context, cancel context.CancelCauseFunc, id 
 			case mctx.Err() != nil:
 				return
 			case apiclient.IsStatus(err, http.StatusNotFound), apiclient.IsStatus(err, http.StatusConflict):
-				a.log.Warn("the server no longer runs this job: stopping it", "job_id", id, "err", err)
+				log.Warn("the server no longer runs this job: stopping it", "err", err)
 				cancel(fmt.Errorf("%w (%v)", errCanceledOnServer, err))
 				return
 			case err != nil:
 				if failures++; failures == 1 || failures%30 == 0 {
-					a.log.Warn("could not report progress to the server; the job goes on", "job_id", id, "failures", failures, "err", err)
+					log.Warn("could not report progress to the server; the job goes on", "failures", failures, "err", err)
 				}
 			case resp.Cancel:
-				a.log.Info("the job was canceled on the server: stopping it", "job_id", id)
+				log.Info("the job was canceled on the server: stopping it")
 				cancel(errCanceledOnServer)
 				return
 			default:

@@ -163,11 +163,13 @@ func (a *Agent) runRestore(ctx context.Context, cancel context.CancelCauseFunc, 
 			onProgress(RestoreProgress{Stats: live(), CurrentPath: prog.CurrentPath(), Elapsed: time.Since(start)})
 		}
 	}
-	stop := a.monitor(ctx, cancel, job.ID, report, local)
+	log := a.log.With("restore_id", job.ID)
+	stop := a.monitor(ctx, cancel, log, report, local)
 	st, err := r.RestorePaths(ctx, root, job.Paths, job.Destination)
 	stop()
 	res.Stats = restoreStats(st)
 	res.Errors = entryErrors(st.Errors)
+	logPathErrors(log, "could not restore a path", res.Errors)
 	if err != nil {
 		return err
 	}

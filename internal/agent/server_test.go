@@ -50,6 +50,7 @@ type fakeServer struct {
 	heartbeats chan protocol.HeartbeatRequest
 	commands   chan []protocol.Command // each element: one stream connection's commands
 	streams    atomic.Int32
+	logs       []protocol.LogLine // shipped log lines, under mu
 
 	// Upload statistics.
 	uploads, inflight, maxInflight atomic.Int64
@@ -113,6 +114,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 	route("POST /api/v1/agent/heartbeat", s.heartbeat)
 	route("POST /api/v1/agent/fs/{id}", s.listDir)
 	route("GET /api/v1/agent/stream", s.stream)
+	route("POST /api/v1/agent/logs", s.shipLogs)
 	s.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		s.srv.CloseClientConnections()
@@ -124,6 +126,24 @@ func newFakeServer(t *testing.T) *fakeServer {
 		}
 	})
 	return s
+}
+
+func (s *fakeServer) shipLogs(w http.ResponseWriter, r *http.Request) (any, error) {
+	var b protocol.LogBatch
+	if err := decode(r, &b); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.logs = append(s.logs, b.Lines...)
+	return protocol.LogBatchResponse{Success: true, Accepted: len(b.Lines)}, nil
+}
+
+// shipped returns the log lines shipped so far.
+func (s *fakeServer) shipped() []protocol.LogLine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]protocol.LogLine(nil), s.logs...)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -208,3 +208,14 @@ func (c *Client) Locate(ctx context.Context, req protocol.LocateRequest) ([]prot
 func (c *Client) post(path string, retry bool) request {
 	return request{method: http.MethodPost, path: path, retry: retry}
 }
+
+// ShipLogs sends a batch of the agent's log lines (POST /agent/logs). It
+// is not retried: the caller keeps the batch and sends it again later, so
+// a batch whose answer was lost may be stored twice.
+func (c *Client) ShipLogs(ctx context.Context, batch protocol.LogBatch) (*protocol.LogBatchResponse, error) {
+	var out protocol.LogBatchResponse
+	if err := c.callJSON(ctx, c.post("/agent/logs", false), batch, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

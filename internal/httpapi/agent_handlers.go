@@ -11,6 +11,7 @@ import (
 	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/protocol"
+	"github.com/cofferhq/coffer/internal/server/agents"
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 )
@@ -18,19 +19,21 @@ import (
 // Client is an enrolled machine on the wire. Its credential is never shown
 // after enrollment.
 type Client struct {
-	ID           string     `json:"id"`
-	Name         string     `json:"name"`
-	Hostname     string     `json:"hostname"`
-	OS           string     `json:"os" doc:"GOOS of the agent, e.g. linux."`
-	Arch         string     `json:"arch" doc:"GOARCH of the agent, e.g. amd64."`
-	IPv4         []string   `json:"ipv4"`
-	IPv6         []string   `json:"ipv6"`
-	AgentVersion string     `json:"agent_version"`
-	OwnerID      string     `json:"owner_id" doc:"The user who created its enrollment token; empty if unknown."`
-	Status       string     `json:"status" enum:"online,offline" doc:"offline once heartbeats stop arriving."`
-	LastSeenAt   *time.Time `json:"last_seen_at" nullable:"true" doc:"The last heartbeat (or the enrollment)."`
-	CreatedAt    time.Time  `json:"created_at"`
-	UpdatedAt    time.Time  `json:"updated_at"`
+	ID           string   `json:"id"`
+	Name         string   `json:"name"`
+	Hostname     string   `json:"hostname"`
+	OS           string   `json:"os" doc:"GOOS of the agent, e.g. linux."`
+	Arch         string   `json:"arch" doc:"GOARCH of the agent, e.g. amd64."`
+	IPv4         []string `json:"ipv4"`
+	IPv6         []string `json:"ipv6"`
+	AgentVersion string   `json:"agent_version"`
+	OwnerID      string   `json:"owner_id" doc:"The user who may run its backups and restore onto it besides admins: at first the creator of its enrollment token; empty if none."`
+	// OwnerUsername is set in the single-client answers only.
+	OwnerUsername *string    `json:"owner_username,omitempty" doc:"The owner's username; only in GET and PATCH /api/v1/clients/{id}, empty if none."`
+	Status        string     `json:"status" enum:"online,offline" doc:"offline once heartbeats stop arriving."`
+	LastSeenAt    *time.Time `json:"last_seen_at" nullable:"true" doc:"The last heartbeat (or the enrollment)."`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
 }
 
 func toClient(c *coffer.Client) Client {
@@ -59,6 +62,37 @@ type DirListing struct {
 	Path    string              `json:"path"`
 	Entries []protocol.DirEntry `json:"entries"`
 }
+
+// ClientLog is one line of a client's agent log on the wire.
+type ClientLog struct {
+	ID         string            `json:"id"`
+	Time       time.Time         `json:"time" doc:"When the agent logged it, by the agent's clock."`
+	ReceivedAt time.Time         `json:"received_at" doc:"When the server stored it; retention counts from here."`
+	Level      string            `json:"level" enum:"debug,info,warn,error"`
+	Message    string            `json:"message"`
+	BackupID   string            `json:"backup_id" doc:"The backup the line is about; empty if none."`
+	RestoreID  string            `json:"restore_id" doc:"The restore the line is about; empty if none."`
+	Attrs      map[string]string `json:"attrs" doc:"The record's other attributes, as text."`
+}
+
+func toClientLog(l *coffer.ClientLog) ClientLog {
+	attrs := l.Attrs
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	return ClientLog{ID: l.ID, Time: l.Time, ReceivedAt: l.ReceivedAt, Level: l.Level.String(), Message: l.Message,
+		BackupID: l.BackupID, RestoreID: l.RestoreID, Attrs: attrs}
+}
+
+// logCursor is the keyset position of a page of log lines.
+type logCursor struct {
+	Time time.Time `json:"t"`
+	ID   string    `json:"i"`
+}
+
+// maxLogBatchBytes bounds the body of a log batch: 500 lines at their
+// limits, with room for JSON escaping.
+const maxLogBatchBytes = 8 << 20
 
 // agentRecheck is how often an open agent stream checks that its
 // credential still works (the client may be deleted on another replica).
@@ -113,7 +147,7 @@ func (s *Server) registerClients() {
 		OffsetParams
 		Status  string `query:"status" enum:"online,offline" doc:"Only clients with this status."`
 		Name    string `query:"name" maxLength:"100" doc:"Only clients whose name contains this (any letter case)."`
-		OwnerID string `query:"owner_id" maxLength:"64" doc:"Only clients enrolled with a token of this user."`
+		OwnerID string `query:"owner_id" maxLength:"64" doc:"Only the clients this user owns."`
 	}
 	handle(s, Read, huma.Operation{
 		OperationID: "list-clients", Method: http.MethodGet, Path: "/api/v1/clients", Tags: tags,
@@ -139,24 +173,53 @@ func (s *Server) registerClients() {
 			Client Client `json:"client"`
 		}
 	}
+	detail := func(ctx context.Context, c *coffer.Client) *clientOut {
+		out := &clientOut{}
+		out.Body.Client = toClient(c)
+		owner := ag.OwnerName(ctx, c)
+		out.Body.Client.OwnerUsername = &owner
+		return out
+	}
 	handle(s, Read, huma.Operation{
 		OperationID: "get-client", Method: http.MethodGet, Path: "/api/v1/clients/{id}", Tags: tags,
-		Summary: "Get a client", Errors: []int{http.StatusNotFound},
+		Summary: "Get a client", Description: "One enrolled machine, with its owner's username.",
+		Errors: []int{http.StatusNotFound},
 	}, func(ctx context.Context, in *clientPathIn) (*clientOut, error) {
 		c, err := ag.GetClient(ctx, in.ID)
 		if err != nil {
 			return nil, err
 		}
-		out := &clientOut{}
-		out.Body.Client = toClient(c)
-		return out, nil
+		return detail(ctx, c), nil
+	})
+
+	type clientPatchIn struct {
+		ID   string `path:"id" maxLength:"64" doc:"The client id."`
+		Body struct {
+			Name    *string `json:"name,omitempty" minLength:"1" maxLength:"100" doc:"The new name (names need not be unique)."`
+			OwnerID *string `json:"owner_id,omitempty" maxLength:"64" doc:"The id of the user who becomes its owner; empty: no owner (only admins act on it). Admins only."`
+		}
+	}
+	handle(s, Operate, huma.Operation{
+		OperationID: "update-client", Method: http.MethodPatch, Path: "/api/v1/clients/{id}", Tags: tags,
+		Summary: "Rename a client or assign its owner",
+		Description: "Changes the fields sent. Renaming needs the operate permission on the client: operators rename " +
+			"only the clients they own (403 client_not_owned otherwise). Assigning the owner is for admins " +
+			"(403 owner_change_needs_admin); an owner_id that names no user is 404 user_not_found. Each change is an audit event.",
+		Errors: []int{http.StatusNotFound},
+	}, func(ctx context.Context, in *clientPatchIn) (*clientOut, error) {
+		c, err := ag.UpdateClient(ctx, principalFrom(ctx), in.ID, agents.ClientPatch{Name: in.Body.Name, OwnerID: in.Body.OwnerID})
+		if err != nil {
+			return nil, err
+		}
+		return detail(ctx, c), nil
 	})
 
 	handle(s, Manage, huma.Operation{
 		OperationID: "delete-client", Method: http.MethodDelete, Path: "/api/v1/clients/{id}", Tags: tags,
-		Summary:     "Delete a client",
-		Description: "Deletes an enrolled machine: its agent's credential stops working at once. Its backups stay in the history.",
-		Errors:      []int{http.StatusNotFound},
+		Summary: "Delete a client",
+		Description: "Deletes an enrolled machine: its agent's credential stops working at once. Its backups and restores stay " +
+			"in the history until they are deleted; its log lines go with it.",
+		Errors: []int{http.StatusNotFound},
 	}, func(ctx context.Context, in *clientPathIn) (*struct{ Body CommandResult }, error) {
 		c, err := ag.DeleteClient(ctx, principalFrom(ctx), in.ID)
 		if err != nil {
@@ -174,14 +237,61 @@ func (s *Server) registerClients() {
 		OperationID: "list-client-directory", Method: http.MethodGet, Path: "/api/v1/clients/{id}/fs", Tags: tags,
 		Summary: "List a directory on a client",
 		Description: "Asks the client's agent, over its command stream, for the entries of one directory (to pick backup paths " +
-			"or a restore destination). 409 agent_offline when the client is offline; 504 agent_timeout when its agent does not answer in time.",
+			"or a restore destination). Operators browse only the clients they own (403 client_not_owned). " +
+			"409 agent_offline when the client is offline; 504 agent_timeout when its agent does not answer in time.",
 		Errors: []int{http.StatusNotFound, http.StatusConflict, http.StatusGatewayTimeout},
 	}, func(ctx context.Context, in *clientListDirIn) (*struct{ Body DirListing }, error) {
-		res, err := ag.ListDir(ctx, in.ID, in.Path, 0)
+		res, err := ag.ListDir(ctx, principalFrom(ctx), in.ID, in.Path, 0)
 		if err != nil {
 			return nil, err
 		}
 		return &struct{ Body DirListing }{DirListing{Path: res.Path, Entries: res.Entries}}, nil
+	})
+
+	type clientLogsIn struct {
+		CursorParams
+		ID        string    `path:"id" maxLength:"64" doc:"The client id."`
+		Level     string    `query:"level" enum:"debug,info,warn,error" doc:"Only lines at this level or above."`
+		BackupID  string    `query:"backup_id" maxLength:"64" doc:"Only the lines about this backup."`
+		RestoreID string    `query:"restore_id" maxLength:"64" doc:"Only the lines about this restore."`
+		Since     time.Time `query:"since" doc:"Only lines logged at or after this time (RFC 3339)."`
+		Until     time.Time `query:"until" doc:"Only lines logged before this time (RFC 3339)."`
+	}
+	handle(s, Read, huma.Operation{
+		OperationID: "list-client-logs", Method: http.MethodGet, Path: "/api/v1/clients/{id}/logs", Tags: tags,
+		Summary: "List a client's log lines",
+		Description: "The lines the client's agent shipped, newest first (by the time the agent logged them), " +
+			"cursor-paginated. Lines are kept for the server's --client-log-retention.",
+		Errors: []int{http.StatusNotFound},
+	}, func(ctx context.Context, in *clientLogsIn) (*struct{ Body *Page[ClientLog] }, error) {
+		f := metadb.ClientLogFilter{ClientID: in.ID, BackupID: in.BackupID, RestoreID: in.RestoreID, Since: in.Since,
+			Until: in.Until, Limit: in.PageSize + 1}
+		if in.Level != "" {
+			l, _ := coffer.ParseLogLevel(in.Level) // the enum is checked
+			f.MinLevel = &l
+		}
+		if in.Cursor != "" {
+			var c logCursor
+			if err := decodeCursor(in.Cursor, &c); err != nil {
+				return nil, err
+			}
+			f.After = &metadb.Keyset{CreatedAt: c.Time, ID: c.ID}
+		}
+		ls, err := ag.ClientLogs(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		var next *string
+		if len(ls) > in.PageSize {
+			ls = ls[:in.PageSize]
+			last := ls[len(ls)-1]
+			next = encodeCursor(logCursor{Time: last.Time, ID: last.ID})
+		}
+		items := make([]ClientLog, len(ls))
+		for i := range ls {
+			items[i] = toClientLog(&ls[i])
+		}
+		return &struct{ Body *Page[ClientLog] }{cursorPage(items, in.PageSize, next)}, nil
 	})
 }
 
@@ -222,6 +332,23 @@ func (s *Server) registerAgentRoutes() {
 			return nil, err
 		}
 		return &struct{ Body protocol.HeartbeatResponse }{*res}, nil
+	})
+
+	type agentLogsIn struct {
+		Body protocol.LogBatch
+	}
+	handle(s, Agent, huma.Operation{
+		OperationID: "agent-ship-logs", Method: http.MethodPost, Path: "/api/v1/agent/logs", Tags: tags,
+		Summary: "Ship log lines",
+		Description: "Stores up to 500 lines of the agent's log for its client. A line naming a backup or restore that is not " +
+			"this client's is stored without that reference (counted in detached).",
+		Errors: []int{http.StatusRequestEntityTooLarge}, MaxBodyBytes: maxLogBatchBytes,
+	}, func(ctx context.Context, in *agentLogsIn) (*struct{ Body *protocol.LogBatchResponse }, error) {
+		res, err := ag.IngestLogs(ctx, principalFrom(ctx).ClientID, in.Body)
+		if err != nil {
+			return nil, err
+		}
+		return &struct{ Body *protocol.LogBatchResponse }{res}, nil
 	})
 
 	type agentListingIn struct {

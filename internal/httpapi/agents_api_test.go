@@ -336,7 +336,8 @@ func TestAgentRoutesDocumentedAndGuarded(t *testing.T) {
 	}
 	for _, want := range []string{"POST /api/v1/enrollment-tokens", "POST /api/v1/agent/enroll", "POST /api/v1/agent/heartbeat",
 		"GET /api/v1/agent/stream", "POST /api/v1/agent/fs/{request_id}", "GET /api/v1/clients", "GET /api/v1/clients/{id}",
-		"DELETE /api/v1/clients/{id}", "GET /api/v1/clients/{id}/fs"} {
+		"DELETE /api/v1/clients/{id}", "GET /api/v1/clients/{id}/fs", "PATCH /api/v1/clients/{id}", "GET /api/v1/clients/{id}/logs",
+		"POST /api/v1/agent/logs"} {
 		if !slices.Contains(documented, want) {
 			t.Errorf("%s is not documented", want)
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/engine/repository/repotest"
 	"github.com/cofferhq/coffer/internal/httpapi/apitest"
 	"github.com/cofferhq/coffer/internal/metadb"
@@ -287,7 +288,10 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 
 // TestAuthorizationMatrix checks every documented route against every role:
 // a role lacking the route's permission gets 403, one holding it never does,
-// and only the routes meant to be public answer without a credential.
+// and only the routes meant to be public answer without a credential. A
+// second operator, "stranger", owns no client: the routes that act on one
+// (listed in owned, called with real ids and valid bodies) refuse them
+// with client_not_owned; every other route treats them as any operator.
 func TestAuthorizationMatrix(t *testing.T) {
 	db := metadbtest.Open(t, metadb.SQLite)
 	repo := repotest.New(t, repotest.Options{Encrypted: true})
@@ -305,15 +309,21 @@ func TestAuthorizationMatrix(t *testing.T) {
 		"POST /api/v1/agent/enroll", "POST /api/v1/auth/login"}
 	var public []string
 	holds := map[string][]string{"viewer": {"read"}, "operator": {"read", "operate"}, "admin": {"read", "operate", "manage"},
-		"agent": {"agent"}}
+		"agent": {"agent"}, "stranger": {"read", "operate"}}
+	f.do("POST", "/api/v1/users", "admin", map[string]any{"username": "stranger", "password": "stranger-password", "role": "operator"}).Want(201)
+	f.tokens["stranger"] = f.login("stranger", "stranger-password")
 	// API tokens, so that calling logout does not end the role's credential.
-	for _, role := range []string{"viewer", "operator", "admin"} {
+	for _, role := range []string{"viewer", "operator", "admin", "stranger"} {
 		r := f.do("POST", "/api/v1/tokens", role, map[string]any{"name": "matrix"}).Want(201)
 		f.tokens[role] = r.JSON["secret"].(string)
 	}
+	// The operator's token enrolls the agent: the operator owns its client.
 	secret := f.do("POST", "/api/v1/enrollment-tokens", "operator", map[string]any{"name": "matrix"}).Want(201).Str("secret")
-	f.tokens["agent"] = f.do("POST", "/api/v1/agent/enroll", "", map[string]any{"token": secret, "hostname": "matrix",
-		"os": "linux", "arch": "amd64", "ipv4": []string{}, "ipv6": []string{}, "agent_version": "test"}).Want(201).Str("credential")
+	enrolled := f.do("POST", "/api/v1/agent/enroll", "", map[string]any{"token": secret, "hostname": "matrix",
+		"os": "linux", "arch": "amd64", "ipv4": []string{}, "ipv6": []string{}, "agent_version": "test"}).Want(201)
+	f.tokens["agent"] = enrolled.Str("credential")
+	owned := ownedRoutes(t, f, enrolled.Str("client", "id"))
+	seen := map[string]bool{}
 	for path, item := range doc.Paths {
 		for method, op := range map[string]*huma.Operation{"GET": item.Get, "POST": item.Post, "PUT": item.Put,
 			"PATCH": item.Patch, "DELETE": item.Delete} {
@@ -335,6 +345,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 				if name == "GET /api/v1/agent/stream" && role == "agent" {
 					continue // a stream: the agents tests cover it
 				}
+				if target, ok := owned[name]; ok && role == "stranger" {
+					seen[name] = true
+					r := f.do(method, target.url, role, target.body)
+					if r.Status != 403 || r.JSON["code"] != "client_not_owned" {
+						t.Errorf("%s as an operator who does not own the client: status %d (%s), want 403 client_not_owned",
+							name, r.Status, r.Body)
+					}
+					continue
+				}
 				r := f.do(method, url, role, map[string]any{})
 				got := r.Status == 403 && r.JSON["code"] == "forbidden" && r.JSON["metadata"].(map[string]any)["required_permission"] != nil
 				if want := !slices.Contains(perms, perm); got != want {
@@ -346,5 +365,53 @@ func TestAuthorizationMatrix(t *testing.T) {
 	sort.Strings(public)
 	if !slices.Equal(public, wantPublic) {
 		t.Errorf("public routes = %v, want %v", public, wantPublic)
+	}
+	for name := range owned {
+		if !seen[name] {
+			t.Errorf("%s is in owned but not a route", name)
+		}
+	}
+}
+
+// ownedRoute is a request that acts on the matrix's client: a real id and
+// a body valid enough to reach the ownership check.
+type ownedRoute struct {
+	url  string
+	body any
+}
+
+// ownedRoutes makes the matrix's records of the client (owned by the
+// fixture's operator) — a queued and a succeeded backup, a restore, a plan
+// — and returns, by route, a request acting on each.
+func ownedRoutes(t *testing.T, f *fixture, clientID string) map[string]ownedRoute {
+	t.Helper()
+	ctx := context.Background()
+	queued := &coffer.Backup{ClientID: clientID, Trigger: coffer.TriggerManual, Paths: []string{"/etc"}}
+	done := &coffer.Backup{ClientID: clientID, Trigger: coffer.TriggerManual, Paths: []string{"/etc"}, State: coffer.JobRunning}
+	for _, b := range []*coffer.Backup{queued, done} {
+		if err := f.db.CreateBackup(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.db.FinishBackup(ctx, done.ID, metadb.BackupFinish{State: coffer.JobSucceeded, RootTree: strings.Repeat("ab", 32)}); err != nil {
+		t.Fatal(err)
+	}
+	restore := &coffer.Restore{BackupID: done.ID, SourceClientID: clientID, TargetClientID: clientID, Destination: "/r"}
+	if err := f.db.CreateRestore(ctx, restore); err != nil {
+		t.Fatal(err)
+	}
+	plan := map[string]any{"name": "matrix", "client_id": clientID, "include": []string{"/etc"}}
+	planID := f.do("POST", "/api/v1/plans", "operator", plan).Want(201).Str("plan", "id")
+	return map[string]ownedRoute{
+		"PATCH /api/v1/clients/{id}":        {"/api/v1/clients/" + clientID, map[string]any{"name": "mine now"}},
+		"GET /api/v1/clients/{id}/fs":       {"/api/v1/clients/" + clientID + "/fs?path=/", nil},
+		"POST /api/v1/clients/{id}/backups": {"/api/v1/clients/" + clientID + "/backups", map[string]any{"paths": []string{"/etc"}}},
+		"POST /api/v1/backups/{id}/cancel":  {"/api/v1/backups/" + queued.ID + "/cancel", nil},
+		"POST /api/v1/plans":                {"/api/v1/plans", plan},
+		"PUT /api/v1/plans/{id}":            {"/api/v1/plans/" + planID, plan},
+		"DELETE /api/v1/plans/{id}":         {"/api/v1/plans/" + planID, nil},
+		"POST /api/v1/plans/{id}/run":       {"/api/v1/plans/" + planID + "/run", nil},
+		"POST /api/v1/restores":             {"/api/v1/restores", map[string]any{"backup_id": done.ID, "destination": "/r"}},
+		"POST /api/v1/restores/{id}/cancel": {"/api/v1/restores/" + restore.ID + "/cancel", nil},
 	}
 }

@@ -212,8 +212,55 @@ func (db *DB) ListClients(ctx context.Context, f ClientFilter) ([]coffer.Client,
 	return deref(rows), total, nil
 }
 
-// DeleteClient removes a client and its pending commands and returns it, or
-// "client_not_found". Its backups and restores stay, as history.
+// ClientUpdate names the fields UpdateClient changes; nil fields stay as
+// they are.
+type ClientUpdate struct {
+	Name    *string
+	OwnerID *string // "" clears the owner
+}
+
+// UpdateClient applies upd to the client and returns the client as it was
+// and as it is now, or "client_not_found". An owner that is not a user is
+// "user_not_found". Names need not be unique: two machines may share a
+// hostname, which is what enrollment names them by default.
+func (db *DB) UpdateClient(ctx context.Context, id string, upd ClientUpdate) (before, after *coffer.Client, err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		c, err := scanClient(tx.QueryRowContext(ctx, `SELECT `+clientColumns+` FROM clients WHERE id = $1`+db.forUpdate(), id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return errClientNotFound(id)
+		}
+		if err != nil {
+			return fmt.Errorf("lock client: %w", err)
+		}
+		before = c
+		next := *c
+		if upd.Name != nil {
+			next.Name = *upd.Name
+		}
+		if upd.OwnerID != nil {
+			next.OwnerID = *upd.OwnerID
+		}
+		next.UpdatedAt = db.now()
+		after, err = scanClient(tx.QueryRowContext(ctx, `UPDATE clients SET name = $2, name_key = $3, owner_id = $4, updated_at = $5
+			WHERE id = $1 RETURNING `+clientColumns, id, next.Name, nameKey(next.Name), nullString(next.OwnerID), next.UpdatedAt))
+		switch {
+		case isForeignKeyViolation(err):
+			return coffer.Errorf(coffer.KindNotFound, "user_not_found", "no user with id %q (the client's new owner)", next.OwnerID).
+				With("user_id", next.OwnerID)
+		case err != nil:
+			return fmt.Errorf("update client: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return before, after, nil
+}
+
+// DeleteClient removes a client, its pending commands and its log lines
+// and returns it, or "client_not_found". Its backups and restores stay, as
+// history.
 func (db *DB) DeleteClient(ctx context.Context, id string) (*coffer.Client, error) {
 	c, err := scanClient(db.sql.QueryRowContext(ctx, `DELETE FROM clients WHERE id = $1 RETURNING `+clientColumns, id))
 	if errors.Is(err, sql.ErrNoRows) {

@@ -334,3 +334,43 @@ type TreeEntry struct {
 	Target  string    `json:"target,omitempty" doc:"A symlink's target."`
 	Content int       `json:"content_blobs" doc:"How many blobs hold a file's content."`
 }
+
+// Limits of the log lines an agent ships (POST /api/v1/agent/logs).
+const (
+	// MaxLogLines bounds the lines of one batch.
+	MaxLogLines = 500
+	// MaxLogMessage bounds a line's message, in characters.
+	MaxLogMessage = 8192
+	// MaxLogAttrs bounds a line's attributes; MaxLogAttrKey and
+	// MaxLogAttrValue the characters of each key and value.
+	MaxLogAttrs     = 16
+	MaxLogAttrKey   = 64
+	MaxLogAttrValue = 256
+)
+
+// LogLine is one line of the agent's log.
+type LogLine struct {
+	Time      time.Time `json:"time,omitzero" doc:"When the agent logged it (RFC 3339); absent: when the server receives it."`
+	Level     string    `json:"level" enum:"debug,info,warn,error"`
+	Message   string    `json:"message" maxLength:"8192"`
+	BackupID  string    `json:"backup_id,omitempty" maxLength:"64" doc:"The backup of this client the line is about."`
+	RestoreID string    `json:"restore_id,omitempty" maxLength:"64" doc:"The restore run by this client the line is about."`
+	// Attrs are the record's other attributes, values as text; keys of
+	// groups are joined with dots ("http.status").
+	Attrs map[string]string `json:"attrs,omitempty" maxProperties:"16" doc:"Other attributes of the record: keys of at most 64 characters, values of at most 256."`
+}
+
+// LogBatch is the body of POST /api/v1/agent/logs.
+type LogBatch struct {
+	Lines []LogLine `json:"lines" minItems:"1" maxItems:"500"`
+}
+
+// LogBatchResponse answers a log batch. Lines naming a backup or restore
+// that is not this client's are stored without that reference and counted
+// in Detached.
+type LogBatchResponse struct {
+	Message  string `json:"message"`
+	Success  bool   `json:"success"`
+	Accepted int    `json:"accepted" doc:"Lines stored."`
+	Detached int    `json:"detached" doc:"Lines whose backup_id or restore_id is not this client's: stored without it."`
+}

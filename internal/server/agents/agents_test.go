@@ -68,7 +68,9 @@ type env struct {
 	svc   *agents.Service
 	clock *clock
 	ev    *recorder
-	admin *coffer.Principal
+	// owner is the operator who enrolls the clients (and so owns them);
+	// admin an admin; viewer a viewer.
+	owner, admin, viewer *coffer.Principal
 }
 
 func newEnv(t *testing.T, db *metadb.DB, opts agents.Options) *env {
@@ -77,13 +79,21 @@ func newEnv(t *testing.T, db *metadb.DB, opts agents.Options) *env {
 	db.Now = e.clock.Now
 	opts.Store, opts.Events, opts.Now = db, e.ev, e.clock.Now
 	e.svc = agents.New(opts)
-	u := &coffer.User{Username: "alice", Role: coffer.RoleOperator, PasswordHash: "x"}
-	if err := db.CreateUser(context.Background(), u); err != nil {
+	e.owner = e.user(t, "alice", coffer.RoleOperator)
+	e.admin = e.user(t, "root", coffer.RoleAdmin)
+	e.viewer = e.user(t, "vera", coffer.RoleViewer)
+	return e
+}
+
+// user creates a user and returns a session principal of theirs.
+func (e *env) user(t *testing.T, name string, role coffer.Role) *coffer.Principal {
+	t.Helper()
+	u := &coffer.User{Username: name, Role: role, PasswordHash: "x"}
+	if err := e.db.CreateUser(context.Background(), u); err != nil {
 		t.Fatal(err)
 	}
-	e.admin = &coffer.Principal{Kind: coffer.PrincipalSession, UserID: u.ID, Username: u.Username, Role: u.Role,
+	return &coffer.Principal{Kind: coffer.PrincipalSession, UserID: u.ID, Username: u.Username, Role: u.Role,
 		Scopes: u.Role.Permissions()}
-	return e
 }
 
 var machine = protocol.MachineInfo{Hostname: "web-1.example", OS: "linux", Arch: "amd64",
@@ -93,7 +103,7 @@ var machine = protocol.MachineInfo{Hostname: "web-1.example", OS: "linux", Arch:
 func (e *env) enroll(t *testing.T, name string) *protocol.EnrollResponse {
 	t.Helper()
 	ctx := context.Background()
-	secret, _, err := e.svc.CreateEnrollmentToken(ctx, e.admin, "", 0)
+	secret, _, err := e.svc.CreateEnrollmentToken(ctx, e.owner, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +125,7 @@ func TestEnrollment(t *testing.T) {
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		ctx := context.Background()
 		e := newEnv(t, db, agents.Options{})
-		secret, tok, err := e.svc.CreateEnrollmentToken(ctx, e.admin, "  db-server ", 0)
+		secret, tok, err := e.svc.CreateEnrollmentToken(ctx, e.owner, "  db-server ", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,7 +153,7 @@ func TestEnrollment(t *testing.T) {
 		if diff := cmp.Diff(machine, got); diff != "" {
 			t.Errorf("recorded machine info (-want +got):\n%s", diff)
 		}
-		if c.OwnerID != e.admin.UserID || c.Status != coffer.ClientOnline || c.CredentialHash == "" ||
+		if c.OwnerID != e.owner.UserID || c.Status != coffer.ClientOnline || c.CredentialHash == "" ||
 			strings.Contains(c.CredentialHash, res.Credential) {
 			t.Errorf("client = %+v", c)
 		}
@@ -160,7 +170,7 @@ func TestEnrollment(t *testing.T) {
 		wantCode(t, err, "enrollment_token_invalid")
 
 		// An expired one fails; without a name the client takes its hostname.
-		short, _, err := e.svc.CreateEnrollmentToken(ctx, e.admin, "", time.Minute)
+		short, _, err := e.svc.CreateEnrollmentToken(ctx, e.owner, "", time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,7 +184,7 @@ func TestEnrollment(t *testing.T) {
 
 		// Lifetimes out of range.
 		for _, ttl := range []time.Duration{30 * time.Second, 8 * 24 * time.Hour, -time.Hour} {
-			_, _, err = e.svc.CreateEnrollmentToken(ctx, e.admin, "", ttl)
+			_, _, err = e.svc.CreateEnrollmentToken(ctx, e.owner, "", ttl)
 			wantCode(t, err, "invalid_expires_in_seconds")
 		}
 	})
@@ -183,7 +193,7 @@ func TestEnrollment(t *testing.T) {
 func TestEnrollRejectsBadMachineInfo(t *testing.T) {
 	e := newEnv(t, metadbtest.Open(t, metadb.SQLite), agents.Options{})
 	ctx := context.Background()
-	secret, _, err := e.svc.CreateEnrollmentToken(ctx, e.admin, "", 0)
+	secret, _, err := e.svc.CreateEnrollmentToken(ctx, e.owner, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,6 +250,8 @@ func TestAuthenticateAndDelete(t *testing.T) {
 		feed := e.svc.Subscribe(res.Client.ID)
 		defer feed.Close()
 		e.ev.codes()
+		_, err = e.svc.DeleteClient(ctx, e.owner, res.Client.ID) // even its owner: only admins delete
+		wantCode(t, err, "forbidden")
 		c, err := e.svc.DeleteClient(ctx, e.admin, res.Client.ID)
 		if err != nil || c.ID != res.Client.ID {
 			t.Fatalf("delete = %+v, %v", c, err)
@@ -475,7 +487,7 @@ func TestListDir(t *testing.T) {
 		id := res.Client.ID
 
 		// Nobody answers: a timeout, and the listing is not delivered later.
-		_, err := e.svc.ListDir(ctx, id, "/etc", 50*time.Millisecond)
+		_, err := e.svc.ListDir(ctx, e.owner, id, "/etc", 50*time.Millisecond)
 		wantCode(t, err, "agent_timeout")
 		if !coffer.IsKind(err, coffer.KindTimeout) {
 			t.Errorf("kind = %s", coffer.ErrorKind(err))
@@ -486,10 +498,15 @@ func TestListDir(t *testing.T) {
 			t.Fatalf("abandoned listing still pending: %+v, %v", left, err)
 		}
 
-		_, err = e.svc.ListDir(ctx, id, "etc", 0)
+		_, err = e.svc.ListDir(ctx, e.owner, id, "etc", 0)
 		wantCode(t, err, "invalid_path")
-		_, err = e.svc.ListDir(ctx, "nope", "/", 0)
+		_, err = e.svc.ListDir(ctx, e.owner, "nope", "/", 0)
 		wantCode(t, err, "client_not_found")
+		// Only its owner and admins browse a client.
+		_, err = e.svc.ListDir(ctx, e.user(t, "bob", coffer.RoleOperator), id, "/", 0)
+		wantCode(t, err, "client_not_owned")
+		_, err = e.svc.ListDir(ctx, e.viewer, id, "/", 0)
+		wantCode(t, err, "operate_required")
 
 		// An agent answers (woken in-process: both polls are off).
 		mtime := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -505,7 +522,7 @@ func TestListDir(t *testing.T) {
 			})
 		}()
 		defer func() { stop(); <-done }()
-		out, err := e.svc.ListDir(ctx, id, "/etc/", 0)
+		out, err := e.svc.ListDir(ctx, e.owner, id, "/etc/", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -513,7 +530,7 @@ func TestListDir(t *testing.T) {
 		if diff := cmp.Diff(want, out); diff != "" {
 			t.Errorf("listing (-want +got):\n%s", diff)
 		}
-		_, err = e.svc.ListDir(ctx, id, "/secret", 0)
+		_, err = e.svc.ListDir(ctx, e.owner, id, "/secret", 0)
 		wantCode(t, err, "path_not_listable")
 		if !strings.Contains(err.Error(), "permission denied") {
 			t.Errorf("agent's reason lost: %v", err)
@@ -524,7 +541,7 @@ func TestListDir(t *testing.T) {
 		if err := e.svc.Maintain(ctx); err != nil {
 			t.Fatal(err)
 		}
-		_, err = e.svc.ListDir(ctx, id, "/", 0)
+		_, err = e.svc.ListDir(ctx, e.owner, id, "/", 0)
 		wantCode(t, err, "agent_offline")
 	})
 }
@@ -553,7 +570,7 @@ func TestCompleteListDirChecksOwnership(t *testing.T) {
 		}
 		got := make(chan result, 1)
 		go func() {
-			r, err := e.svc.ListDir(ctx, a.Client.ID, "/home", 20*time.Second)
+			r, err := e.svc.ListDir(ctx, e.owner, a.Client.ID, "/home", 20*time.Second)
 			got <- result{r, err}
 		}()
 		feed := other.Subscribe(a.Client.ID)

@@ -162,12 +162,14 @@ func (f *Feed) Close() {
 	<-f.done
 }
 
-// ListDir asks clientID's agent for the entries of the directory dirPath
-// (absolute) and waits for its answer at most timeout (0: the default).
-// An offline client is KindConflict "agent_offline", no answer in time
-// KindTimeout "agent_timeout", and a directory the agent could not list
-// KindInvalid "path_not_listable".
-func (s *Service) ListDir(ctx context.Context, clientID, dirPath string, timeout time.Duration) (*protocol.ListDirResult, error) {
+// ListDir asks clientID's agent, on behalf of p, for the entries of the
+// directory dirPath (absolute) and waits for its answer at most timeout
+// (0: the default). p must be allowed to act on the client
+// (coffer.Principal.MayOperate: KindForbidden "client_not_owned" for an
+// operator who does not own it). An offline client is KindConflict
+// "agent_offline", no answer in time KindTimeout "agent_timeout", and a
+// directory the agent could not list KindInvalid "path_not_listable".
+func (s *Service) ListDir(ctx context.Context, p *coffer.Principal, clientID, dirPath string, timeout time.Duration) (*protocol.ListDirResult, error) {
 	if timeout <= 0 {
 		timeout = s.opts.ListDirTimeout
 	}
@@ -177,6 +179,9 @@ func (s *Service) ListDir(ctx context.Context, clientID, dirPath string, timeout
 	dirPath = path.Clean(dirPath)
 	c, err := s.store.GetClient(ctx, clientID)
 	if err != nil {
+		return nil, err
+	}
+	if err := p.MayOperate(c); err != nil {
 		return nil, err
 	}
 	if c.Status != coffer.ClientOnline {

@@ -1,6 +1,8 @@
 // Package agents owns enrolled clients and their agents: enrollment tokens
 // and enrollment, agent credentials, heartbeats and the online/offline
-// status, and the queue of commands delivered over each agent's stream.
+// status, renaming clients and assigning their owners, the queue of
+// commands delivered over each agent's stream, and the log lines agents
+// ship (kept for a retention and up to a cap per client).
 //
 // Nothing here is kept only in one replica's memory: clients, tokens and
 // commands live in the metadata store. What a replica keeps in memory are
@@ -29,6 +31,7 @@ type Store interface {
 	GetClient(ctx context.Context, id string) (*coffer.Client, error)
 	ClientByCredentialHash(ctx context.Context, hash string) (*coffer.Client, error)
 	ListClients(ctx context.Context, f metadb.ClientFilter) ([]coffer.Client, int, error)
+	UpdateClient(ctx context.Context, id string, upd metadb.ClientUpdate) (before, after *coffer.Client, err error)
 	DeleteClient(ctx context.Context, id string) (*coffer.Client, error)
 	RecordHeartbeat(ctx context.Context, id string, info coffer.ClientInfo) (wasOffline bool, err error)
 	MarkClientsOffline(ctx context.Context, seenBefore time.Time) ([]coffer.Client, error)
@@ -39,6 +42,18 @@ type Store interface {
 	CompleteCommand(ctx context.Context, id, clientID string, result []byte) error
 	GetCommand(ctx context.Context, id string) (*coffer.AgentCommand, error)
 	DeleteCommandsBefore(ctx context.Context, t time.Time) (int64, error)
+
+	// GetUser finds a client's owner (KindNotFound "user_not_found").
+	GetUser(ctx context.Context, id string) (*coffer.User, error)
+	// GetBackup and GetRestore check that a log line's job is its
+	// client's (KindNotFound "backup_not_found", "restore_not_found").
+	GetBackup(ctx context.Context, id string) (*coffer.Backup, error)
+	GetRestore(ctx context.Context, id string) (*coffer.Restore, error)
+
+	InsertClientLogs(ctx context.Context, lines []coffer.ClientLog) error
+	ListClientLogs(ctx context.Context, f metadb.ClientLogFilter) ([]coffer.ClientLog, error)
+	DeleteClientLogsBefore(ctx context.Context, t time.Time) (int64, error)
+	TrimClientLogs(ctx context.Context, keep int) (int64, error)
 }
 
 // Publisher records events (the event hub).
@@ -72,7 +87,22 @@ type Options struct {
 	ResultPoll   time.Duration
 	// ListDirTimeout bounds the wait for a directory listing (default 15 s).
 	ListDirTimeout time.Duration
+
+	// LogRetention is how long the log lines agents ship are kept after
+	// they arrive; zero keeps them forever, so the server configuration
+	// should pass DefaultLogRetention unless told otherwise. LogMaxLines
+	// caps the lines kept per client (its newest); zero: no cap.
+	// LogPruneEvery is how often Maintain enforces both (default 10 min).
+	LogRetention  time.Duration
+	LogMaxLines   int
+	LogPruneEvery time.Duration
 }
+
+// Defaults of the client log settings for the server configuration.
+const (
+	DefaultLogRetention = 30 * 24 * time.Hour
+	DefaultLogMaxLines  = 100_000
+)
 
 // Limits of enrollment token lifetimes.
 const (
@@ -91,6 +121,7 @@ type Service struct {
 	mu      sync.Mutex
 	feeds   map[string]map[*Feed]struct{} // client id → open command streams on this replica
 	waiters map[string]chan struct{}      // command id → a directory listing waiting for its result
+	pruned  time.Time                     // when Maintain last pruned client logs (this replica)
 
 	closing   chan struct{} // closed by Close: command streams end
 	closeOnce sync.Once
@@ -117,6 +148,7 @@ func New(opts Options) *Service {
 	def(&opts.PollInterval, time.Second)
 	def(&opts.ResultPoll, 100*time.Millisecond)
 	def(&opts.ListDirTimeout, 15*time.Second)
+	def(&opts.LogPruneEvery, 10*time.Minute)
 	return &Service{
 		store:   opts.Store,
 		evs:     opts.Events,
@@ -139,8 +171,9 @@ func (s *Service) Close() { s.closeOnce.Do(func() { close(s.closing) }) }
 func (s *Service) HeartbeatInterval() time.Duration { return s.opts.HeartbeatInterval }
 
 // Maintain marks the clients whose heartbeats stopped offline (with a
-// client.offline event each) and deletes commands older than the
-// retention. The server calls it periodically, about once per heartbeat
+// client.offline event each), deletes commands older than the retention
+// and, every LogPruneEvery, client log lines past their retention or their
+// client's cap. The server calls it periodically, about once per heartbeat
 // interval; with several replicas each client is reported offline once.
 func (s *Service) Maintain(ctx context.Context) error {
 	now := s.now()
@@ -166,7 +199,7 @@ func (s *Service) Maintain(ctx context.Context) error {
 	if n > 0 {
 		s.log.Debug("deleted old agent commands", "count", n)
 	}
-	return nil
+	return s.pruneLogs(ctx, now)
 }
 
 // publish records an event on behalf of actor (nil: the server). A failure

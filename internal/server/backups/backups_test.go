@@ -533,7 +533,8 @@ func TestRunAndCancel(t *testing.T) {
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		e := newEnv(t, db)
 		ctx := context.Background()
-		token := &coffer.Principal{Kind: coffer.PrincipalAPIToken, UserID: "u1", Username: "ops", Role: coffer.RoleOperator}
+		token := &coffer.Principal{Kind: coffer.PrincipalAPIToken, UserID: "u1", Username: "ops", Role: coffer.RoleAdmin,
+			Scopes: coffer.RoleAdmin.Permissions()}
 
 		// Queued, then canceled before it starts: no command to stop it.
 		q, err := e.svc.RunAdHoc(ctx, token, e.client.ID, AdHoc{Paths: []string{"/etc"}, Exclude: []string{"*.tmp"}, Full: true})

@@ -30,7 +30,9 @@ type AdHoc struct {
 // RunAdHoc queues a backup of req.Paths on client clientID and sends its
 // agent the command to run it. The trigger is api for an API token and
 // manual otherwise. An unknown client is coffer.KindNotFound
-// "client_not_found".
+// "client_not_found"; p must be allowed to act on the client
+// (coffer.Principal.MayOperate: "client_not_owned" for an operator who
+// does not own it).
 func (s *Service) RunAdHoc(ctx context.Context, p *coffer.Principal, clientID string, req AdHoc) (*coffer.Backup, error) {
 	if err := validatePaths(req.Paths); err != nil {
 		return nil, err
@@ -38,11 +40,34 @@ func (s *Service) RunAdHoc(ctx context.Context, p *coffer.Principal, clientID st
 	if err := validateExcludes(req.Exclude); err != nil {
 		return nil, err
 	}
+	c, err := s.clients.GetClient(ctx, clientID)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.MayOperate(c); err != nil {
+		return nil, err
+	}
 	return s.queue(ctx, p, clientID, "", "", req)
 }
 
+// mayOperate checks that p may act on client id (coffer.Principal.MayOperate).
+// A client deleted since its backups ran has no owner any more: only
+// admins act on them.
+func (s *Service) mayOperate(ctx context.Context, p *coffer.Principal, id string) error {
+	c, err := s.clients.GetClient(ctx, id)
+	if coffer.IsKind(err, coffer.KindNotFound) {
+		c, err = &coffer.Client{ID: id, Name: id}, nil
+	}
+	if err != nil {
+		return err
+	}
+	return p.MayOperate(c)
+}
+
 // RunPlan queues a backup of plan now, as its "run now" does: the plan's
-// include paths, excludes and one_file_system setting, on its client.
+// include paths, excludes and one_file_system setting, on its client. The
+// caller has checked that p may act on the plan's client (the plans
+// service does).
 // With full_every N, a backup is full (every file re-read, the change
 // cache ignored) when none of the plan's last N-1 finished backups was.
 func (s *Service) RunPlan(ctx context.Context, p *coffer.Principal, plan *coffer.Plan) (*coffer.Backup, error) {
@@ -115,9 +140,17 @@ func (s *Service) queue(ctx context.Context, p *coffer.Principal, clientID, plan
 // marked, and its agent is told to stop (it learns it from its command
 // stream, or else from its next progress report) and then reports it
 // canceled. A backup that already ended is coffer.KindConflict
-// "backup_finished".
+// "backup_finished". p must be allowed to act on the backup's client
+// (coffer.Principal.MayOperate).
 func (s *Service) Cancel(ctx context.Context, p *coffer.Principal, id string) (*coffer.Backup, error) {
-	b, err := s.store.RequestBackupCancel(ctx, id)
+	b, err := s.store.GetBackup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.mayOperate(ctx, p, b.ClientID); err != nil {
+		return nil, err
+	}
+	b, err = s.store.RequestBackupCancel(ctx, id)
 	if err != nil {
 		return nil, err
 	}

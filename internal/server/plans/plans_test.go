@@ -79,7 +79,9 @@ func newEnv(t *testing.T, db *metadb.DB) *env {
 		return &coffer.Principal{Kind: coffer.PrincipalSession, UserID: u.ID, Username: name, Role: role, Scopes: role.Permissions()}
 	}
 	e.admin, e.operator = principal("admin", coffer.RoleAdmin), principal("operator", coffer.RoleOperator)
-	e.svc = plans.New(plans.Options{Store: db, Clients: fakeClients{"c1": {ID: "c1"}, "c2": {ID: "c2"}},
+	// The operator owns c1 and c2; c3 is nobody's (admins only).
+	clients := fakeClients{"c1": {ID: "c1", OwnerID: e.operator.UserID}, "c2": {ID: "c2", OwnerID: e.operator.UserID}, "c3": {ID: "c3"}}
+	e.svc = plans.New(plans.Options{Store: db, Clients: clients,
 		Backups: e.backups, Events: e.events, DefaultRepositoryID: "repo1"})
 	return e
 }

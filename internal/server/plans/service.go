@@ -173,9 +173,14 @@ func orEmpty(xs []string) []string {
 }
 
 // Create validates spec and stores it as a new plan created by p. Setting
-// commands needs coffer.PermManage (403 "commands_need_admin").
+// commands needs coffer.PermManage (403 "commands_need_admin"); p must be
+// allowed to act on the plan's client (coffer.Principal.MayOperate: 403
+// "client_not_owned" for an operator who does not own it).
 func (s *Service) Create(ctx context.Context, p *coffer.Principal, spec Spec) (*coffer.Plan, error) {
 	if err := s.check(ctx, &spec); err != nil {
+		return nil, err
+	}
+	if err := s.mayOperate(ctx, p, spec.ClientID); err != nil {
 		return nil, err
 	}
 	if hasCommands(&spec) && !p.Can(coffer.PermManage) {
@@ -207,14 +212,24 @@ func (s *Service) List(ctx context.Context, f metadb.PlanFilter) ([]coffer.Plan,
 // Update replaces plan id with spec (its id, author and creation time
 // stay). Changing its commands needs coffer.PermManage; anyone who may
 // operate can change the rest of a plan whose commands an admin set, by
-// sending them back unchanged.
+// sending them back unchanged. p must be allowed to act on the plan's
+// client, and on the new one when the plan moves to another client
+// (coffer.Principal.MayOperate).
 func (s *Service) Update(ctx context.Context, p *coffer.Principal, id string, spec Spec) (*coffer.Plan, error) {
 	old, err := s.store.GetPlan(ctx, id)
 	if err != nil {
 		return nil, err
 	}
+	if err := s.mayOperate(ctx, p, old.ClientID); err != nil {
+		return nil, err
+	}
 	if err := s.check(ctx, &spec); err != nil {
 		return nil, err
+	}
+	if spec.ClientID != old.ClientID {
+		if err := s.mayOperate(ctx, p, spec.ClientID); err != nil {
+			return nil, err
+		}
 	}
 	cmdsChanged := !slices.Equal(old.PreCommands, spec.PreCommands) || !slices.Equal(old.PostCommands, spec.PostCommands)
 	if cmdsChanged && !p.Can(coffer.PermManage) {
@@ -236,9 +251,17 @@ func (s *Service) Update(ctx context.Context, p *coffer.Principal, id string, sp
 	return &pl, nil
 }
 
-// Delete deletes plan id. Its backups stay until they are forgotten.
+// Delete deletes plan id, if p may act on its client. Its backups stay
+// until they are forgotten.
 func (s *Service) Delete(ctx context.Context, p *coffer.Principal, id string) (*coffer.Plan, error) {
-	pl, err := s.store.DeletePlan(ctx, id)
+	pl, err := s.store.GetPlan(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.mayOperate(ctx, p, pl.ClientID); err != nil {
+		return nil, err
+	}
+	pl, err = s.store.DeletePlan(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -279,16 +302,33 @@ func (s *Service) Preview(ctx context.Context, id string, count int, from time.T
 }
 
 // RunNow starts a backup of plan id now, as p, even when the plan is
-// disabled.
+// disabled, if p may act on the plan's client.
 func (s *Service) RunNow(ctx context.Context, p *coffer.Principal, id string) (*coffer.Backup, error) {
 	pl, err := s.store.GetPlan(ctx, id)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.mayOperate(ctx, p, pl.ClientID); err != nil {
 		return nil, err
 	}
 	if s.backups == nil {
 		return nil, coffer.Errorf(coffer.KindUnavailable, "backups_unavailable", "this server cannot run backups")
 	}
 	return s.backups.RunPlan(ctx, p, pl)
+}
+
+// mayOperate checks that p may act on client id (coffer.Principal.MayOperate).
+// A client deleted since the plan was made has no owner any more: only
+// admins act on its plans.
+func (s *Service) mayOperate(ctx context.Context, p *coffer.Principal, id string) error {
+	c, err := s.clients.GetClient(ctx, id)
+	if coffer.IsKind(err, coffer.KindNotFound) {
+		c, err = &coffer.Client{ID: id, Name: id}, nil
+	}
+	if err != nil {
+		return err
+	}
+	return p.MayOperate(c)
 }
 
 // describe names a plan in event messages.

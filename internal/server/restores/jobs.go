@@ -30,7 +30,9 @@ type Request struct {
 // Create queues a restore and orders the target client's agent to run it.
 // The backup must have finished succeeded or partial (conflict
 // "backup_not_restorable"); the target must be an enrolled client
-// ("client_not_found").
+// ("client_not_found"). p must be allowed to act on both the backup's
+// client and the target (coffer.Principal.MayOperate: forbidden
+// "client_not_owned" for an operator who does not own one of them).
 func (s *Service) Create(ctx context.Context, p *coffer.Principal, req Request) (*coffer.Restore, error) {
 	paths, err := cleanPaths(req.Paths)
 	if err != nil {
@@ -52,7 +54,14 @@ func (s *Service) Create(ctx context.Context, p *coffer.Principal, req Request) 
 	if target == "" {
 		target = b.ClientID
 	}
-	if _, err := s.clients.GetClient(ctx, target); err != nil {
+	tc, err := s.clients.GetClient(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.mayOperate(ctx, p, b.ClientID); err != nil {
+		return nil, err
+	}
+	if err := p.MayOperate(tc); err != nil {
 		return nil, err
 	}
 	r := &coffer.Restore{BackupID: b.ID, SourceClientID: b.ClientID, TargetClientID: target, Paths: paths,
@@ -90,9 +99,17 @@ func (s *Service) List(ctx context.Context, f metadb.RestoreFilter) ([]coffer.Re
 // Cancel cancels a restore: a queued one at once; a running one is marked
 // cancel_requested and its agent is told to stop (over its command stream,
 // and in the answer to its next progress report). A finished restore is a
-// conflict ("restore_finished").
+// conflict ("restore_finished"). p must be allowed to act on the target
+// client, which runs the restore (coffer.Principal.MayOperate).
 func (s *Service) Cancel(ctx context.Context, p *coffer.Principal, id string) (*coffer.Restore, error) {
-	r, err := s.store.RequestRestoreCancel(ctx, id)
+	r, err := s.store.GetRestore(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.mayOperate(ctx, p, r.TargetClientID); err != nil {
+		return nil, err
+	}
+	r, err = s.store.RequestRestoreCancel(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +126,20 @@ func (s *Service) Cancel(ctx context.Context, p *coffer.Principal, id string) (*
 	s.publish(ctx, p, r, coffer.LevelInfo, "restore.cancel_requested", "Restore cancel requested",
 		"The agent of client "+r.TargetClientID+" was asked to stop restore "+r.ID+".")
 	return r, nil
+}
+
+// mayOperate checks that p may act on client id (coffer.Principal.MayOperate).
+// A client deleted since (its backups and restores stay) has no owner any
+// more: only admins act on them.
+func (s *Service) mayOperate(ctx context.Context, p *coffer.Principal, id string) error {
+	c, err := s.clients.GetClient(ctx, id)
+	if coffer.IsKind(err, coffer.KindNotFound) {
+		c, err = &coffer.Client{ID: id, Name: id}, nil
+	}
+	if err != nil {
+		return err
+	}
+	return p.MayOperate(c)
 }
 
 // restorableBackup returns backup id if a restore can read it.

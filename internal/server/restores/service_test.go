@@ -74,14 +74,15 @@ func (c *commands) all() []sentCommand {
 	return slices.Clone(c.sent)
 }
 
-// clients knows a fixed set of client ids.
+// clients knows a fixed set of client ids, all owned by the fixture's
+// operator ("user-1").
 type clients map[string]bool
 
 func (c clients) GetClient(_ context.Context, id string) (*coffer.Client, error) {
 	if !c[id] {
 		return nil, coffer.Errorf(coffer.KindNotFound, "client_not_found", "no client with id %q", id)
 	}
-	return &coffer.Client{ID: id, Name: id}, nil
+	return &coffer.Client{ID: id, Name: id, OwnerID: "user-1"}, nil
 }
 
 type clock struct {
