@@ -32,10 +32,11 @@ type agentProc struct {
 
 func (a *agentProc) Output() string { a.mu.Lock(); defer a.mu.Unlock(); return a.out.String() }
 
-func startAgent(t *testing.T, stateDir string) *agentProc {
+// startAgent runs `coffer agent run` on stateDir, with extra flags.
+func startAgent(t *testing.T, stateDir string, extra ...string) *agentProc {
 	t.Helper()
 	a := &agentProc{exited: make(chan struct{})}
-	a.cmd = exec.Command(binary, "agent", "run", "--state-dir", stateDir, "--log-level", "debug")
+	a.cmd = exec.Command(binary, append([]string{"agent", "run", "--state-dir", stateDir, "--log-level", "debug"}, extra...)...)
 	a.cmd.Env = cleanEnv()
 	a.cmd.Stdout = syncWriter{&a.mu, &a.out}
 	a.cmd.Stderr = syncWriter{&a.mu, &a.out}

@@ -32,8 +32,8 @@ func (f stateDirFlag) dir() string {
 
 // openAgent loads the enrolled agent of the state directory, for a
 // command that works as this machine's client; workers 0 is the agent's
-// default.
-func (f stateDirFlag) openAgent(logger *slog.Logger, workers int) (*agent.Agent, error) {
+// default. configure, if given, adjusts the agent's options.
+func (f stateDirFlag) openAgent(logger *slog.Logger, workers int, configure ...func(*agent.Options)) (*agent.Agent, error) {
 	if workers < 0 {
 		return nil, fmt.Errorf("--workers %d: give a number of workers, or 0 for the default", workers)
 	}
@@ -46,7 +46,11 @@ func (f stateDirFlag) openAgent(logger *slog.Logger, workers int) (*agent.Agent,
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(agentMemoryLimit)
 	}
-	return agent.New(agent.Options{StateDir: dir, State: st, Logger: logger, Version: v, Workers: workers})
+	opts := agent.Options{StateDir: dir, State: st, Logger: logger, Version: v, Workers: workers}
+	for _, fn := range configure {
+		fn(&opts)
+	}
+	return agent.New(opts)
 }
 
 // agentMemoryLimit is the Go runtime's soft memory limit for the agent and
@@ -66,6 +70,7 @@ type workersFlag struct {
 type agentCmd struct {
 	Enroll agentEnrollCmd `cmd:"" help:"Enroll this machine with a Coffer server, using a one-time enrollment token."`
 	Run    agentRunCmd    `cmd:"" help:"Run the agent in the foreground: heartbeats, and the backups, restores and listings the server asks for."`
+	Plans  agentPlansCmd  `cmd:"" help:"List this machine's backup plans as the server has them (the last known ones when it is unreachable)."`
 }
 
 type agentEnrollCmd struct {
@@ -100,6 +105,7 @@ func printEnrolled(g *globals, st *agent.State, dir string) {
 type agentRunCmd struct {
 	stateDirFlag
 	workersFlag
+	AllowCommands bool `help:"Run the pre and post commands of backup plans. With --allow-commands=false the agent refuses them: the backup of a plan that has any fails, saying so." default:"true" negatable:"" env:"COFFER_ALLOW_COMMANDS"`
 }
 
 // Run runs the daemon until SIGINT or SIGTERM: it reports to the server,
@@ -109,9 +115,12 @@ type agentRunCmd struct {
 func (c *agentRunCmd) Run(g *globals) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	a, err := c.openAgent(g.logger, c.Workers)
+	a, err := c.openAgent(g.logger, c.Workers, func(o *agent.Options) { o.RefuseCommands = !c.AllowCommands })
 	if err != nil {
 		return err
+	}
+	if !c.AllowCommands {
+		g.logger.Info("this agent refuses the pre and post commands of plans (--allow-commands=false): backups of plans that have any fail")
 	}
 	return describeError(a.Run(ctx))
 }

@@ -101,7 +101,7 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	agentSvc := agents.New(agents.Options{Store: db, Events: hub, Logger: log.With("component", "agents"),
 		LogRetention: c.ClientLogRetention, LogMaxLines: c.ClientLogMaxLines})
 	backupSvc := backups.New(backups.Options{Store: db, Repos: repoSet, Events: hub, Commands: agentSvc, Clients: agentSvc,
-		Logger: log.With("component", "backups")})
+		Plans: db, Logger: log.With("component", "backups")})
 	restoreSvc := restores.New(restores.Options{Store: db, Repos: repoSet, Events: hub, Commands: agentSvc, Clients: agentSvc,
 		Logger: log.With("component", "restores")})
 	planSvc := plans.New(plans.Options{Store: db, Clients: agentSvc, Backups: backupSvc, Events: hub,

@@ -44,6 +44,10 @@ type Options struct {
 	// compress blobs, during a backup (default GOMAXPROCS), and how many
 	// files a restore writes at once (default 2×GOMAXPROCS).
 	Workers int
+	// RefuseCommands makes the agent refuse the pre and post commands of
+	// plans (coffer agent run --allow-commands=false): a backup whose plan
+	// has any fails, saying so, and runs none of them.
+	RefuseCommands bool
 }
 
 // Agent runs backups and restores for one enrolled client. Its methods
@@ -61,6 +65,8 @@ type Agent struct {
 	uploads uploaderOptions
 	// progressEvery is how often a running job reports to the server.
 	progressEvery time.Duration
+	// commands runs plans' pre and post commands (tests shorten its waits).
+	commands commandRunner
 }
 
 // New returns an Agent for the enrollment in opts.

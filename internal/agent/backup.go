@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -93,7 +94,8 @@ func (a *Agent) Backup(ctx context.Context, req BackupRequest, onProgress func(P
 	log := a.log.With("backup_id", id)
 	log.Info("backup started", "paths", started.Backup.Paths, "full", started.Backup.Full, "repository", started.Repository.ID)
 
-	err = a.runBackup(ctx, cancel, started, res, onProgress, start)
+	hooks := a.newHooks(started.Backup, log)
+	err = a.runBackup(ctx, cancel, started, hooks, res, onProgress, start)
 	if err == nil {
 		res.Duration = time.Since(start)
 		log.Info("backup finished", "state", res.State, "files", res.Stats.Files, "files_new", res.Stats.FilesNew,
@@ -120,13 +122,17 @@ func (a *Agent) Backup(ctx context.Context, req BackupRequest, onProgress func(P
 	if ferr := a.api.FailBackup(fctx, id, fail); ferr != nil {
 		log.Warn("could not record the backup's end on the server", "err", ferr)
 	}
+	a.cleanup(ctx, hooks, res.State)
 	return finish(err)
 }
 
 // runBackup archives, uploads and commits a started backup, filling res.
 func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, started *protocol.StartBackupResponse,
-	res *BackupResult, onProgress func(Progress), start time.Time) error {
+	hooks *backupHooks, res *BackupResult, onProgress func(Progress), start time.Time) error {
 	job, params := started.Backup, started.Repository
+	if hooks.hasCommands() && a.opts.RefuseCommands {
+		return errCommandsRefused
+	}
 	if len(job.Paths) == 0 {
 		return errors.New("the backup has no paths")
 	}
@@ -146,6 +152,9 @@ func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, s
 		}
 	}
 	log := a.log.With("backup_id", job.ID)
+	if err := a.runPre(ctx, cancel, job.ID, hooks); err != nil {
+		return err
+	}
 	cachePath := cacheFile(a.opts.StateDir, params.ID, job.Paths)
 	var parent *changeCache
 	if !job.Full {
@@ -164,6 +173,7 @@ func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, s
 		log.Info("no previous backup of these paths here: every file is read")
 	}
 
+	var postErrs []coffer.PathError // the post commands that failed, once they ran
 	for attempt := 1; ; attempt++ {
 		rec := newCacheRecorder()
 		prog := &archiver.Progress{}
@@ -202,6 +212,15 @@ func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, s
 		logPathErrors(log, "could not back up a path", res.Errors)
 		if err != nil {
 			return err
+		}
+		if attempt == 1 {
+			if postErrs, err = a.runPost(ctx, cancel, job.ID, hooks, res); err != nil {
+				return err
+			}
+		}
+		if len(postErrs) > 0 { // first, so that the limit never drops them
+			res.Errors = append(slices.Clone(postErrs), firstN(res.Errors, maxPathErrors-len(postErrs))...)
+			res.Stats.ErrorCount += uint64(len(postErrs))
 		}
 		commit := protocol.CommitRequest{RootTree: root.String(), Stats: res.Stats, Errors: res.Errors, StartedAt: start.UTC()}
 		if parent != nil {

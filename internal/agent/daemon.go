@@ -93,6 +93,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			stop(err)
 		}
 	})
+	loops.Go(func() { d.refreshPlans(runCtx) })
 	<-runCtx.Done()
 	loops.Wait()
 	d.listing.Wait()

@@ -305,6 +305,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 		o.Plans = plans.New(plans.Options{Store: db, Clients: ag, Backups: bk, Events: f.hub, DefaultRepositoryID: repo.Config().ID})
 	})
 	doc := f.api.OpenAPI()
+	// --- agentcmds: routes that must be in the matrix, with their permission ---
+	for name, perm := range map[string]string{"GET /api/v1/agent/plans": "agent"} {
+		method, path, _ := strings.Cut(name, " ")
+		item := doc.Paths[path]
+		if item == nil || method != "GET" || item.Get == nil || item.Get.Extensions["x-coffer-permission"] != perm {
+			t.Errorf("%s is not registered as a route needing the %s permission", name, perm)
+		}
+	}
+	// --- end agentcmds ---
 	wantPublic := []string{"GET /api", "GET /api/v1/openapi.json", "GET /healthz", "GET /readyz",
 		"POST /api/v1/agent/enroll", "POST /api/v1/auth/login"}
 	var public []string

@@ -147,6 +147,14 @@ type BackupJob struct {
 	Full          bool            `json:"full"`
 	OneFileSystem bool            `json:"one_file_system"`
 	PlanID        string          `json:"plan_id,omitempty"`
+	// PreCommands and PostCommands are the plan's commands, which the
+	// agent runs with /bin/sh -c before the walk and after the upload
+	// (an agent started with --allow-commands=false fails the backup
+	// instead). CommandTimeoutSeconds bounds each one (0: the agent's
+	// default, 10 minutes).
+	PreCommands           []string `json:"pre_commands,omitempty" doc:"Shell commands to run, in order, before the walk; a failure fails the backup."`
+	PostCommands          []string `json:"post_commands,omitempty" doc:"Shell commands to run, in order, once the data is uploaded (or the backup failed); a failure makes the backup partial."`
+	CommandTimeoutSeconds int      `json:"command_timeout_seconds,omitempty" doc:"How long each command may run before it is killed; 0: 600."`
 }
 
 // RepositoryParams are what an agent needs to produce blobs the
@@ -373,4 +381,41 @@ type LogBatchResponse struct {
 	Success  bool   `json:"success"`
 	Accepted int    `json:"accepted" doc:"Lines stored."`
 	Detached int    `json:"detached" doc:"Lines whose backup_id or restore_id is not this client's: stored without it."`
+}
+
+// AgentPlan is one of the calling client's enabled plans, as GET
+// /api/v1/agent/plans lists them for display on the machine. The server
+// fires plans on their schedule; the agent does not.
+type AgentPlan struct {
+	ID            string        `json:"id"`
+	Name          string        `json:"name"`
+	Group         string        `json:"group"`
+	RepositoryID  string        `json:"repository_id"`
+	Schedule      string        `json:"schedule" doc:"Cron expression; empty when the plan runs only when started by hand."`
+	Timezone      string        `json:"timezone" doc:"IANA time zone of the schedule; empty for UTC."`
+	StartAt       *time.Time    `json:"start_at" nullable:"true"`
+	EndAt         *time.Time    `json:"end_at" nullable:"true"`
+	NextRunAt     *time.Time    `json:"next_run_at" nullable:"true" doc:"When the schedule fires next; null when it never does (run by hand only, or past end_at)."`
+	Include       []string      `json:"include"`
+	Exclude       []string      `json:"exclude"`
+	PreCommands   []string      `json:"pre_commands"`
+	PostCommands  []string      `json:"post_commands"`
+	Retention     PlanRetention `json:"retention"`
+	Compression   string        `json:"compression" enum:"off,fastest,default,better,best"`
+	FullEvery     int           `json:"full_every"`
+	OneFileSystem bool          `json:"one_file_system"`
+	UpdatedAt     time.Time     `json:"updated_at"`
+}
+
+// PlanRetention is a plan's retention policy as an agent shows it; zero
+// rules do not apply.
+type PlanRetention struct {
+	KeepLast    int    `json:"keep_last"`
+	KeepHourly  int    `json:"keep_hourly"`
+	KeepDaily   int    `json:"keep_daily"`
+	KeepWeekly  int    `json:"keep_weekly"`
+	KeepMonthly int    `json:"keep_monthly"`
+	KeepYearly  int    `json:"keep_yearly"`
+	KeepWithin  string `json:"keep_within" doc:"A Go duration, e.g. 720h; 0s for none."`
+	HoldDays    int    `json:"hold_days"`
 }

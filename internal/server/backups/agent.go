@@ -34,7 +34,11 @@ func (s *Service) StartBackup(ctx context.Context, clientID string, req protocol
 	if err != nil {
 		return nil, err
 	}
-	return &protocol.StartBackupResponse{Backup: Job(b), Repository: s.params(repo)}, nil
+	resp := &protocol.StartBackupResponse{Backup: Job(b), Repository: s.params(repo)}
+	if err := s.withPlan(ctx, b, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 // Job is a backup as its agent needs it.

@@ -54,6 +54,12 @@ type Clients interface {
 	GetClient(ctx context.Context, id string) (*coffer.Client, error)
 }
 
+// Plans looks up backup plans (*metadb.DB). GetPlan fails with
+// coffer.KindNotFound "plan_not_found" for an unknown id.
+type Plans interface {
+	GetPlan(ctx context.Context, id string) (*coffer.Plan, error)
+}
+
 // Options configure a Service. Zero values take the documented defaults.
 type Options struct {
 	Store Store
@@ -87,6 +93,13 @@ type Options struct {
 	// (blob.Off) takes the default, blob.Fastest: compression is skipped
 	// per blob anyway when it does not shrink it.
 	Compression blob.Compression
+
+	// Plans, when set, give a plan's backup its plan's commands and
+	// compression level when the agent starts it (see StartBackup).
+	Plans Plans
+	// CommandTimeout bounds each pre and post command of a plan on the
+	// agent (default 10 minutes).
+	CommandTimeout time.Duration
 }
 
 // Service implements backups.
@@ -104,6 +117,8 @@ type Service struct {
 	maxCheck    int
 	compression blob.Compression
 	uploads     chan struct{} // a slot per upload being processed
+	plans       Plans
+	cmdTimeout  time.Duration
 
 	mu      sync.Mutex
 	renewed map[string]time.Time // backup id → last renewal of its session (this replica's view)
@@ -136,7 +151,11 @@ func New(opts Options) *Service {
 	if opts.Compression == blob.Off {
 		opts.Compression = blob.Fastest
 	}
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = 10 * time.Minute
+	}
 	return &Service{store: opts.Store, repos: opts.Repos, events: opts.Events, commands: opts.Commands,
+		plans: opts.Plans, cmdTimeout: opts.CommandTimeout,
 		clients: opts.Clients, log: opts.Logger, now: opts.Now, sessionTTL: opts.SessionTTL,
 		staleAfter: opts.StaleAfter, maxUpload: opts.MaxUploadBytes, maxCheck: opts.MaxCheckIDs,
 		compression: opts.Compression, uploads: make(chan struct{}, opts.MaxConcurrentUploads),
