@@ -22,6 +22,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/plans"
 	"github.com/cofferhq/coffer/internal/server/repos"
 	"github.com/cofferhq/coffer/internal/server/restores"
+	"github.com/cofferhq/coffer/internal/server/scheduler"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -50,6 +51,7 @@ type serveCmd struct {
 	EventRetention  time.Duration `help:"How long events are kept in the history (0 keeps them forever)." default:"2160h" env:"COFFER_EVENT_RETENTION"`
 	MaxBodySize     int64         `help:"Largest accepted JSON request body, in bytes." default:"1048576" env:"COFFER_MAX_BODY_SIZE"`
 	ShutdownTimeout time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"30s" env:"COFFER_SHUTDOWN_TIMEOUT"`
+	Scheduler       time.Duration `name:"scheduler-interval" help:"How often the scheduler looks for due plans (a cheap query; with several replicas each looks this often)." default:"1s" env:"COFFER_SCHEDULER_INTERVAL"`
 }
 
 func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
@@ -98,6 +100,9 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 		Logger: log.With("component", "restores")})
 	planSvc := plans.New(plans.Options{Store: db, Clients: agentSvc, Backups: backupSvc, Events: hub,
 		Logger: log.With("component", "plans"), DefaultRepositoryID: repoSet.DefaultID()})
+	// Every replica runs a scheduler: they claim due plans in the database,
+	// so each fire happens once.
+	sched := scheduler.New(scheduler.Options{Store: db, Backups: backupSvc, Events: hub, Logger: log.With("component", "scheduler")})
 
 	created, generated, err := authSvc.Bootstrap(ctx, c.AdminUser, c.AdminPassword)
 	if err != nil {
@@ -108,8 +113,8 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	reg := newRegistry(version, commitID, db, hub)
 	api, err := httpapi.New(httpapi.Options{
 		Auth: authSvc, Events: hub, EventLog: db, Agents: agentSvc, Backups: backupSvc, Restores: restoreSvc, Plans: planSvc,
-		Readiness: readinessChecks(db, loc.dataDir, repo.Backend(), log), Components: componentChecks(db, loc.dataDir, repo.Backend(), hub, log),
-		Logger: log, Registry: reg, Gatherer: reg, Version: version, Commit: commitID,
+		Readiness: readinessChecks(db, loc.dataDir, repo.Backend(), log), Components: componentChecks(db, loc.dataDir, repo.Backend(), hub, sched, log),
+		Logger: log, Registry: reg, Gatherer: reg, Version: version, Commit: commitID, PlanFirings: db,
 		MaxBodyBytes: c.MaxBodySize, TrustedProxies: proxies,
 	})
 	if err != nil {
@@ -142,6 +147,7 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	var bg errgroup.Group
 	bg.Go(func() error { return hub.Run(runCtx) })
 	bg.Go(func() error { every(runCtx, 10*time.Minute, authSvc.Maintain); return nil })
+	bg.Go(func() error { return sched.Run(runCtx, c.Scheduler) })
 	bg.Go(func() error {
 		every(runCtx, agentSvc.HeartbeatInterval(), func(ctx context.Context) {
 			logFailure(log, "agents maintenance", agentSvc.Maintain(ctx))
