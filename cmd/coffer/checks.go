@@ -14,6 +14,7 @@ import (
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/server/events"
 	"github.com/cofferhq/coffer/internal/server/health"
+	"github.com/cofferhq/coffer/internal/server/scheduler"
 )
 
 // The probes' messages are shown by the public /readyz: they say what is
@@ -102,9 +103,8 @@ func readinessChecks(db *metadb.DB, dataDir string, storage blobstore.Backend, l
 	}
 }
 
-// componentChecks feed /api/v1/health. The scheduler joins this list when
-// it lands.
-func componentChecks(db *metadb.DB, dataDir string, storage blobstore.Backend, hub *events.Hub, log *slog.Logger) []health.Check {
+// componentChecks feed /api/v1/health.
+func componentChecks(db *metadb.DB, dataDir string, storage blobstore.Backend, hub *events.Hub, sched *scheduler.Scheduler, log *slog.Logger) []health.Check {
 	return []health.Check{
 		{Name: "database", Probe: func(ctx context.Context) error {
 			if err := databaseProbe(db, log)(ctx); err != nil {
@@ -120,6 +120,7 @@ func componentChecks(db *metadb.DB, dataDir string, storage blobstore.Backend, h
 		}},
 		{Name: "storage", Probe: storageProbe(storage, log)},
 		{Name: "event_hub", Probe: hub.Healthy},
+		{Name: "scheduler", Probe: sched.Healthy},
 	}
 }
 

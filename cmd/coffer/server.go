@@ -22,6 +22,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/plans"
 	"github.com/cofferhq/coffer/internal/server/repos"
 	"github.com/cofferhq/coffer/internal/server/restores"
+	"github.com/cofferhq/coffer/internal/server/scheduler"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -40,21 +41,17 @@ type serverCmd struct {
 }
 
 type serveCmd struct {
-	Listen          string        `help:"Address to serve HTTP on (host:port)." default:"127.0.0.1:8080" env:"COFFER_LISTEN"`
-	AdminUser       string        `help:"Username of the admin account created on the very first start." default:"admin" env:"COFFER_ADMIN_USER"`
-	AdminPassword   string        `help:"Password of that first admin account; when empty one is generated and printed once. Ignored once accounts exist." env:"COFFER_ADMIN_PASSWORD"`
-	TLSCert         string        `help:"TLS certificate (PEM) to serve HTTPS; needs --tls-key." env:"COFFER_TLS_CERT" type:"existingfile" placeholder:"FILE"`
-	TLSKey          string        `help:"TLS private key (PEM) for --tls-cert." env:"COFFER_TLS_KEY" type:"existingfile" placeholder:"FILE"`
-	TrustedProxy    []string      `help:"Reverse proxy addresses or CIDR ranges whose X-Forwarded-For/-Proto headers are believed (repeatable; comma-separated in the variable)." env:"COFFER_TRUSTED_PROXIES" placeholder:"CIDR"`
-	SessionTTL      time.Duration `help:"How long a login lasts." default:"12h" env:"COFFER_SESSION_TTL"`
-	EventRetention  time.Duration `help:"How long events are kept in the history (0 keeps them forever)." default:"2160h" env:"COFFER_EVENT_RETENTION"`
-	MaxBodySize     int64         `help:"Largest accepted JSON request body, in bytes." default:"1048576" env:"COFFER_MAX_BODY_SIZE"`
-	ShutdownTimeout time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"30s" env:"COFFER_SHUTDOWN_TIMEOUT"`
-	clientLogFlags
-}
-
-// clientLogFlags say how long the log lines agents ship are kept.
-type clientLogFlags struct {
+	Listen             string        `help:"Address to serve HTTP on (host:port)." default:"127.0.0.1:8080" env:"COFFER_LISTEN"`
+	AdminUser          string        `help:"Username of the admin account created on the very first start." default:"admin" env:"COFFER_ADMIN_USER"`
+	AdminPassword      string        `help:"Password of that first admin account; when empty one is generated and printed once. Ignored once accounts exist." env:"COFFER_ADMIN_PASSWORD"`
+	TLSCert            string        `help:"TLS certificate (PEM) to serve HTTPS; needs --tls-key." env:"COFFER_TLS_CERT" type:"existingfile" placeholder:"FILE"`
+	TLSKey             string        `help:"TLS private key (PEM) for --tls-cert." env:"COFFER_TLS_KEY" type:"existingfile" placeholder:"FILE"`
+	TrustedProxy       []string      `help:"Reverse proxy addresses or CIDR ranges whose X-Forwarded-For/-Proto headers are believed (repeatable; comma-separated in the variable)." env:"COFFER_TRUSTED_PROXIES" placeholder:"CIDR"`
+	SessionTTL         time.Duration `help:"How long a login lasts." default:"12h" env:"COFFER_SESSION_TTL"`
+	EventRetention     time.Duration `help:"How long events are kept in the history (0 keeps them forever)." default:"2160h" env:"COFFER_EVENT_RETENTION"`
+	MaxBodySize        int64         `help:"Largest accepted JSON request body, in bytes." default:"1048576" env:"COFFER_MAX_BODY_SIZE"`
+	ShutdownTimeout    time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"30s" env:"COFFER_SHUTDOWN_TIMEOUT"`
+	Scheduler          time.Duration `name:"scheduler-interval" help:"How often the scheduler looks for due plans (a cheap query; with several replicas each looks this often)." default:"1s" env:"COFFER_SCHEDULER_INTERVAL"`
 	ClientLogRetention time.Duration `help:"How long the log lines agents ship are kept (0 keeps them forever)." default:"720h" env:"COFFER_CLIENT_LOG_RETENTION"`
 	ClientLogMaxLines  int           `help:"Most log lines kept per client, its newest (0: no limit)." default:"100000" env:"COFFER_CLIENT_LOG_MAX_LINES"`
 }
@@ -106,6 +103,9 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 		Logger: log.With("component", "restores")})
 	planSvc := plans.New(plans.Options{Store: db, Clients: agentSvc, Backups: backupSvc, Events: hub,
 		Logger: log.With("component", "plans"), DefaultRepositoryID: repoSet.DefaultID()})
+	// Every replica runs a scheduler: they claim due plans in the database,
+	// so each fire happens once.
+	sched := scheduler.New(scheduler.Options{Store: db, Backups: backupSvc, Events: hub, Logger: log.With("component", "scheduler")})
 
 	created, generated, err := authSvc.Bootstrap(ctx, c.AdminUser, c.AdminPassword)
 	if err != nil {
@@ -116,8 +116,8 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	reg := newRegistry(version, commitID, db, hub)
 	api, err := httpapi.New(httpapi.Options{
 		Auth: authSvc, Events: hub, EventLog: db, Agents: agentSvc, Backups: backupSvc, Restores: restoreSvc, Plans: planSvc,
-		Readiness: readinessChecks(db, loc.dataDir, repo.Backend(), log), Components: componentChecks(db, loc.dataDir, repo.Backend(), hub, log),
-		Logger: log, Registry: reg, Gatherer: reg, Version: version, Commit: commitID,
+		Readiness: readinessChecks(db, loc.dataDir, repo.Backend(), log), Components: componentChecks(db, loc.dataDir, repo.Backend(), hub, sched, log),
+		Logger: log, Registry: reg, Gatherer: reg, Version: version, Commit: commitID, PlanFirings: db,
 		MaxBodyBytes: c.MaxBodySize, TrustedProxies: proxies,
 	})
 	if err != nil {
@@ -150,6 +150,7 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	var bg errgroup.Group
 	bg.Go(func() error { return hub.Run(runCtx) })
 	bg.Go(func() error { every(runCtx, 10*time.Minute, authSvc.Maintain); return nil })
+	bg.Go(func() error { return sched.Run(runCtx, c.Scheduler) })
 	bg.Go(func() error {
 		every(runCtx, agentSvc.HeartbeatInterval(), func(ctx context.Context) {
 			logFailure(log, "agents maintenance", agentSvc.Maintain(ctx))

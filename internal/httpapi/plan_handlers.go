@@ -59,6 +59,36 @@ type Plan struct {
 	CreatedBy     string     `json:"created_by" doc:"The user who created it; empty if that user was deleted."`
 	CreatedAt     time.Time  `json:"created_at"`
 	UpdatedAt     time.Time  `json:"updated_at"`
+	NextFireAt    *time.Time `json:"next_fire_at" nullable:"true" readOnly:"true" doc:"When the scheduler fires the plan next; null when it will not (disabled, run by hand only, past end_at, client deleted) or has not yet caught up with a change (within seconds). Shown by get and list."`
+	LastFiredAt   *time.Time `json:"last_fired_at" nullable:"true" readOnly:"true" doc:"When the scheduler last handled a due fire of the plan; null if never. Shown by get and list."`
+	LastFire      string     `json:"last_fire_outcome" readOnly:"true" enum:",fired,skipped,failed" doc:"What came of that fire: fired (its backup was queued), skipped (a backup of the plan was still queued or running), failed (see the plan.fire_failed event); empty if never."`
+}
+
+// PlanFirings reads the scheduler's state of plans (*metadb.DB): the
+// plans that have one, by id.
+type PlanFirings interface {
+	PlanFirings(ctx context.Context, planIDs []string) (map[string]coffer.PlanFiring, error)
+}
+
+// addFirings fills in the scheduler's state of plans, in one query.
+func (s *Server) addFirings(ctx context.Context, ps []Plan) error {
+	if s.opts.PlanFirings == nil || len(ps) == 0 {
+		return nil
+	}
+	ids := make([]string, len(ps))
+	for i := range ps {
+		ids[i] = ps[i].ID
+	}
+	fs, err := s.opts.PlanFirings.PlanFirings(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for i := range ps {
+		if f, ok := fs[ps[i].ID]; ok {
+			ps[i].NextFireAt, ps[i].LastFiredAt, ps[i].LastFire = f.NextFireAt, f.LastFiredAt, string(f.LastOutcome)
+		}
+	}
+	return nil
 }
 
 // formatDuration writes d as Go does, without trailing zero units
@@ -172,6 +202,9 @@ func (s *Server) registerPlans() {
 		for i := range ps {
 			items[i] = toPlan(&ps[i])
 		}
+		if err := s.addFirings(ctx, items); err != nil {
+			return nil, err
+		}
 		return &struct{ Body *Page[Plan] }{offsetPage(items, in.OffsetParams, total)}, nil
 	})
 
@@ -208,7 +241,13 @@ func (s *Server) registerPlans() {
 		if err != nil {
 			return nil, err
 		}
-		return newPlanOut(p), nil
+		items := []Plan{toPlan(p)}
+		if err := s.addFirings(ctx, items); err != nil {
+			return nil, err
+		}
+		out := &planOut{}
+		out.Body.Plan = items[0]
+		return out, nil
 	})
 
 	type updateIn struct {
@@ -250,7 +289,8 @@ func (s *Server) registerPlans() {
 		OperationID: "run-plan", Method: http.MethodPost, Path: "/api/v1/plans/{id}/run", Tags: tags,
 		Summary: "Run a plan now",
 		Description: "Queues a backup of the plan on its client now and sends its agent the command to run it, even " +
-			"when the plan is disabled. Its trigger is api for an API token, manual otherwise.",
+			"when the plan is disabled. Its trigger is api for an API token, manual otherwise. A plan runs one backup " +
+			"at a time: while one is queued or running this is 409 plan_backup_active (metadata.backup_id names it).",
 		DefaultStatus: http.StatusCreated, Errors: []int{http.StatusNotFound, http.StatusConflict},
 	}, func(ctx context.Context, in *idIn) (*backupOut, error) {
 		b, err := svc.RunNow(ctx, principalFrom(ctx), in.ID)

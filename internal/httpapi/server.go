@@ -57,6 +57,9 @@ type Options struct {
 	Backups  *backups.Service
 	Restores *restores.Service
 	Plans    *plans.Service
+	// PlanFirings shows the scheduler's state of plans on them
+	// (*metadb.DB); nil leaves next_fire_at and last_fired_at null.
+	PlanFirings PlanFirings
 
 	// Readiness gates /readyz; Components are reported by /api/v1/health.
 	Readiness  []health.Check

@@ -35,7 +35,8 @@ const canceledBeforeStart = "canceled before it started"
 
 // CreateBackup stores a new backup, assigning its id and timestamps. Its
 // State must be queued (the default) or running; a running backup starts
-// now.
+// now. A plan runs one backup at a time: a backup of a plan that has one
+// queued or running is a conflict "plan_backup_active" naming that one.
 func (db *DB) CreateBackup(ctx context.Context, b *coffer.Backup) error {
 	if err := newJobState(&b.State); err != nil {
 		return fmt.Errorf("create backup: %w", err)
@@ -52,6 +53,9 @@ func (db *DB) CreateBackup(ctx context.Context, b *coffer.Backup) error {
 		b.ID, b.ClientID, b.PlanID, b.RepositoryID, b.Trigger, b.State, jsonArg[string](b.Paths), jsonArg[string](b.Exclude),
 		b.Full, b.OneFS, b.HostName, b.SnapshotID, b.RootTree, b.ParentID, jsonValue{b.Stats}, jsonArg[coffer.PathError](b.Errors),
 		b.Error, b.SessionID, b.CancelRequested, b.CreatedBy, b.CreatedAt, b.StartedAt, b.FinishedAt, b.UpdatedAt)
+	if isUniqueViolation(err) && b.PlanID != "" {
+		return db.errPlanBackupActive(ctx, b.PlanID)
+	}
 	if err != nil {
 		return fmt.Errorf("insert backup: %w", err)
 	}
@@ -204,6 +208,20 @@ func (db *DB) ListBackups(ctx context.Context, f BackupFilter) ([]coffer.Backup,
 // even when several replicas run it at once.
 func (db *DB) FailStaleBackups(ctx context.Context, updatedBefore time.Time, reason string) ([]coffer.Backup, error) {
 	return backupJobs.failStale(ctx, db, updatedBefore, reason)
+}
+
+// FailQueuedBackups fails every backup still queued that was created
+// before createdBefore (its agent never came to run it), with Error
+// reason, and returns them newest first. Each backup is returned by one
+// call only, even when several replicas run it at once.
+func (db *DB) FailQueuedBackups(ctx context.Context, createdBefore time.Time, reason string) ([]coffer.Backup, error) {
+	rows, err := queryAll(ctx, db.sql, scanBackup, `UPDATE backups SET state = $1, error_message = $2, finished_at = $3, updated_at = $3
+		WHERE state = $4 AND created_at < $5 RETURNING `+backupColumns,
+		coffer.JobFailed, reason, db.now(), coffer.JobQueued, ts(createdBefore))
+	if err != nil {
+		return nil, fmt.Errorf("fail queued backups: %w", err)
+	}
+	return sortNewestFirst(deref(rows), backupJobs.key), nil
 }
 
 // newJobState checks the state of a job being created: queued (the

@@ -295,11 +295,22 @@ func TestListBackups(t *testing.T) {
 		clock := newJobClock(db)
 		start := stored(clock.Now())
 		var all []coffer.Backup
+		active := map[string]string{} // plan → its queued or running backup: a plan has one at a time
 		for i := range 23 {
 			if i%4 == 0 && i > 0 {
 				clock.Add(time.Minute) // groups of four share created_at
 			}
-			b := newBackup(t, db, coffer.Backup{ClientID: []string{"c1", "c2"}[i%2], PlanID: []string{"p1", "p2", ""}[i%3]})
+			plan := []string{"p1", "p2", ""}[i%3]
+			if id := active[plan]; id != "" {
+				if _, err := db.FinishBackup(ctx, id, metadb.BackupFinish{State: coffer.JobSucceeded}); err != nil {
+					t.Fatal(err)
+				}
+				delete(active, plan)
+			}
+			b := newBackup(t, db, coffer.Backup{ClientID: []string{"c1", "c2"}[i%2], PlanID: plan})
+			if plan != "" && i%5 != 2 {
+				active[plan] = b.ID
+			}
 			switch i % 5 {
 			case 1:
 				if _, err := db.StartBackup(ctx, b.ID, b.ClientID, "s", ""); err != nil {
@@ -310,11 +321,14 @@ func TestListBackups(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			got, err := db.GetBackup(ctx, b.ID)
+			all = append(all, coffer.Backup{ID: b.ID})
+		}
+		for i := range all {
+			got, err := db.GetBackup(ctx, all[i].ID)
 			if err != nil {
 				t.Fatal(err)
 			}
-			all = append(all, *got)
+			all[i] = *got
 		}
 		newestFirst := func(keep func(coffer.Backup) bool) []string {
 			var ids []string

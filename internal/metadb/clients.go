@@ -260,14 +260,36 @@ func (db *DB) UpdateClient(ctx context.Context, id string, upd ClientUpdate) (be
 
 // DeleteClient removes a client, its pending commands and its log lines
 // and returns it, or "client_not_found". Its backups and restores stay, as
-// history.
+// history; those still queued or running fail, since nothing can run or
+// finish them any more.
 func (db *DB) DeleteClient(ctx context.Context, id string) (*coffer.Client, error) {
-	c, err := scanClient(db.sql.QueryRowContext(ctx, `DELETE FROM clients WHERE id = $1 RETURNING `+clientColumns, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, errClientNotFound(id)
-	}
+	var c *coffer.Client
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		c, err = scanClient(tx.QueryRowContext(ctx, `DELETE FROM clients WHERE id = $1 RETURNING `+clientColumns, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return errClientNotFound(id)
+		}
+		if err != nil {
+			return fmt.Errorf("delete client: %w", err)
+		}
+		// Its queued and running jobs can never run or finish now; left
+		// active, a plan's backup would block the plan's schedule.
+		now := db.now()
+		if _, err := tx.ExecContext(ctx, `UPDATE backups SET state = $1, error_message = $2, finished_at = $3, updated_at = $3
+			WHERE client_id = $4 AND state IN ($5, $6)`,
+			coffer.JobFailed, "the client was deleted before the backup ended", now, id, coffer.JobQueued, coffer.JobRunning); err != nil {
+			return fmt.Errorf("delete client: end its backups: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE restores SET state = $1, error_message = $2, finished_at = $3, updated_at = $3
+			WHERE target_client_id = $4 AND state IN ($5, $6)`,
+			coffer.JobFailed, "the target client was deleted before the restore ended", now, id, coffer.JobQueued, coffer.JobRunning); err != nil {
+			return fmt.Errorf("delete client: end its restores: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("delete client: %w", err)
+		return nil, err
 	}
 	return c, nil
 }

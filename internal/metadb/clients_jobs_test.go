@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -414,6 +415,10 @@ func TestDeleteClientKeepsJobs(t *testing.T) {
 		if err := db.EnqueueCommand(ctx, cmd); err != nil {
 			t.Fatal(err)
 		}
+		keptBackup := &coffer.Backup{ClientID: keep.ID, Paths: []string{"/etc"}}
+		if err := db.CreateBackup(ctx, keptBackup); err != nil {
+			t.Fatal(err)
+		}
 		keptCmd := &coffer.AgentCommand{ClientID: keep.ID, Kind: "backup"}
 		if err := db.EnqueueCommand(ctx, keptCmd); err != nil {
 			t.Fatal(err)
@@ -433,11 +438,17 @@ func TestDeleteClientKeepsJobs(t *testing.T) {
 		_, err = db.ClientByCredentialHash(ctx, c.CredentialHash)
 		wantCode(t, err, "client_not_found")
 
-		if got, err := db.GetBackup(ctx, b.ID); err != nil || got.ClientID != c.ID {
-			t.Errorf("backup of a deleted client = %v, %v; want it kept", got, err)
+		// Kept as history, but failed: nothing can run them any more.
+		if got, err := db.GetBackup(ctx, b.ID); err != nil || got.ClientID != c.ID || got.State != coffer.JobFailed ||
+			!strings.Contains(got.Error, "client was deleted") || got.FinishedAt == nil {
+			t.Errorf("queued backup of a deleted client = %+v, %v; want it kept, failed", got, err)
 		}
-		if got, err := db.GetRestore(ctx, r.ID); err != nil || got.SourceClientID != c.ID {
-			t.Errorf("restore of a deleted client = %v, %v; want it kept", got, err)
+		if got, err := db.GetRestore(ctx, r.ID); err != nil || got.SourceClientID != c.ID || got.State != coffer.JobFailed ||
+			!strings.Contains(got.Error, "client was deleted") {
+			t.Errorf("queued restore to a deleted client = %+v, %v; want it kept, failed", got, err)
+		}
+		if got, err := db.GetBackup(ctx, keptBackup.ID); err != nil || got.State != coffer.JobQueued {
+			t.Errorf("another client's backup = %+v, %v; want it still queued", got, err)
 		}
 		_, err = db.GetCommand(ctx, cmd.ID)
 		wantCode(t, err, "command_not_found")

@@ -55,6 +55,14 @@ func TestStartCarriesPlanSettings(t *testing.T) {
 			}
 			return s.StartBackup(ctx, e.client.ID, protocol.StartBackupRequest{BackupID: b.ID})
 		}
+		// end fails backup id, so that its plan may run again (a plan runs
+		// one backup at a time).
+		end := func(id string) {
+			t.Helper()
+			if _, err := db.FinishBackup(ctx, id, metadb.BackupFinish{State: coffer.JobFailed, Error: "test"}); err != nil {
+				t.Fatal(err)
+			}
+		}
 
 		withCmds := newPlan("with commands", "best", []string{"pg_dump db > /srv/db.sql", "sync"}, []string{"rm /srv/db.sql"})
 		resp, err := start(svc, withCmds)
@@ -66,6 +74,7 @@ func TestStartCarriesPlanSettings(t *testing.T) {
 			job.CommandTimeoutSeconds != 90 || job.PlanID != withCmds.ID || resp.Repository.Compression != "best" {
 			t.Fatalf("job %+v, compression %q: want the plan's commands, timeout 90 s and compression best", job, resp.Repository.Compression)
 		}
+		end(job.ID)
 
 		// The plan as it is when the agent starts the backup, not when it
 		// was queued.
@@ -93,6 +102,7 @@ func TestStartCarriesPlanSettings(t *testing.T) {
 			len(job.PostCommands) != 0 || resp.Repository.Compression != "off" {
 			t.Fatalf("after the plan changed: job %+v, compression %q", job, resp.Repository.Compression)
 		}
+		end(b.ID)
 
 		// No commands: no timeout; no compression: the server's default.
 		plain := newPlan("plain", "", nil, nil)

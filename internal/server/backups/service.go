@@ -36,6 +36,7 @@ type Store interface {
 	RequestBackupCancel(ctx context.Context, id string) (*coffer.Backup, error)
 	ListBackups(ctx context.Context, f metadb.BackupFilter) ([]coffer.Backup, error)
 	FailStaleBackups(ctx context.Context, updatedBefore time.Time, reason string) ([]coffer.Backup, error)
+	FailQueuedBackups(ctx context.Context, createdBefore time.Time, reason string) ([]coffer.Backup, error)
 }
 
 // Publisher records events.
@@ -79,6 +80,11 @@ type Options struct {
 	// StaleAfter is how long a running backup may go without a progress
 	// report before Maintain fails it (default 10 minutes).
 	StaleAfter time.Duration
+	// QueuedTTL is how long a backup may wait queued for its agent, which
+	// may be offline, before Maintain fails it (default 7 days, the agents'
+	// default command retention: after that its command is gone and it
+	// could never start, while it would keep its plan from firing).
+	QueuedTTL time.Duration
 	// MaxUploadBytes bounds the body of one upload (default 32 MiB). It is
 	// at least one frame of the largest blob (blob.MaxSize plus the frame
 	// header): a smaller value is raised to that.
@@ -113,6 +119,7 @@ type Service struct {
 	now         func() time.Time
 	sessionTTL  time.Duration
 	staleAfter  time.Duration
+	queuedTTL   time.Duration
 	maxUpload   int64
 	maxCheck    int
 	compression blob.Compression
@@ -138,6 +145,9 @@ func New(opts Options) *Service {
 	if opts.StaleAfter <= 0 {
 		opts.StaleAfter = 10 * time.Minute
 	}
+	if opts.QueuedTTL <= 0 {
+		opts.QueuedTTL = 7 * 24 * time.Hour
+	}
 	if opts.MaxUploadBytes <= 0 {
 		opts.MaxUploadBytes = 32 << 20
 	}
@@ -157,7 +167,7 @@ func New(opts Options) *Service {
 	return &Service{store: opts.Store, repos: opts.Repos, events: opts.Events, commands: opts.Commands,
 		plans: opts.Plans, cmdTimeout: opts.CommandTimeout,
 		clients: opts.Clients, log: opts.Logger, now: opts.Now, sessionTTL: opts.SessionTTL,
-		staleAfter: opts.StaleAfter, maxUpload: opts.MaxUploadBytes, maxCheck: opts.MaxCheckIDs,
+		staleAfter: opts.StaleAfter, queuedTTL: opts.QueuedTTL, maxUpload: opts.MaxUploadBytes, maxCheck: opts.MaxCheckIDs,
 		compression: opts.Compression, uploads: make(chan struct{}, opts.MaxConcurrentUploads),
 		renewed: map[string]time.Time{}}
 }

@@ -70,6 +70,9 @@ func (s *Service) mayOperate(ctx context.Context, p *coffer.Principal, id string
 // service does).
 // With full_every N, a backup is full (every file re-read, the change
 // cache ignored) when none of the plan's last N-1 finished backups was.
+// A plan runs one backup at a time: while one is queued or running, this
+// is coffer.KindConflict "plan_backup_active" naming it (metadata
+// backup_id).
 func (s *Service) RunPlan(ctx context.Context, p *coffer.Principal, plan *coffer.Plan) (*coffer.Backup, error) {
 	full, err := s.fullDue(ctx, plan)
 	if err != nil {
@@ -77,6 +80,15 @@ func (s *Service) RunPlan(ctx context.Context, p *coffer.Principal, plan *coffer
 	}
 	return s.queue(ctx, p, plan.ClientID, plan.ID, plan.RepositoryID, AdHoc{Paths: plan.Include, Exclude: plan.Exclude, Full: full,
 		OneFileSystem: plan.OneFileSystem})
+}
+
+// FirePlan queues a backup of plan because its schedule fired: as RunPlan,
+// with trigger schedule and no creator, the server the actor of its
+// events. Its errors are RunPlan's: "plan_backup_active" while a backup of
+// the plan is queued or running, "client_not_found" once its client was
+// deleted.
+func (s *Service) FirePlan(ctx context.Context, plan *coffer.Plan) (*coffer.Backup, error) {
+	return s.RunPlan(ctx, nil, plan)
 }
 
 // fullDue reports whether plan's next backup must re-read every file.
@@ -102,7 +114,7 @@ func (s *Service) fullDue(ctx context.Context, plan *coffer.Plan) (bool, error) 
 
 // queue records a queued backup of clientID (for plan planID, or ad hoc)
 // into repository repositoryID ("" for the default one) and orders its
-// agent to run it.
+// agent to run it. p is nil when a plan's schedule fired.
 func (s *Service) queue(ctx context.Context, p *coffer.Principal, clientID, planID, repositoryID string, req AdHoc) (*coffer.Backup, error) {
 	c, err := s.clients.GetClient(ctx, clientID)
 	if err != nil {
@@ -113,13 +125,16 @@ func (s *Service) queue(ctx context.Context, p *coffer.Principal, clientID, plan
 		return nil, err
 	}
 	repositoryID = repo.Config().ID
-	trigger := coffer.TriggerManual
-	if p.Kind == coffer.PrincipalAPIToken {
-		trigger = coffer.TriggerAPI
+	trigger, createdBy := coffer.TriggerSchedule, ""
+	if p != nil {
+		trigger, createdBy = coffer.TriggerManual, p.UserID
+		if p.Kind == coffer.PrincipalAPIToken {
+			trigger = coffer.TriggerAPI
+		}
 	}
 	b := &coffer.Backup{ClientID: c.ID, PlanID: planID, RepositoryID: repositoryID, Trigger: trigger, State: coffer.JobQueued,
 		Paths: req.Paths, Exclude: orEmpty(req.Exclude), Full: req.Full, OneFS: req.OneFileSystem, HostName: c.Hostname,
-		CreatedBy: p.UserID}
+		CreatedBy: createdBy}
 	if err := s.store.CreateBackup(ctx, b); err != nil {
 		return nil, err
 	}
@@ -172,8 +187,10 @@ func (s *Service) Cancel(ctx context.Context, p *coffer.Principal, id string) (*
 }
 
 // Maintain fails running backups whose agent has not reported progress
-// for StaleAfter, ending their write sessions. The server calls it
-// periodically (every minute or so); several replicas may.
+// for StaleAfter, ending their write sessions, and backups that waited
+// queued for QueuedTTL (a queued backup of an offline client waits for it
+// until then). The server calls it periodically (every minute or so);
+// several replicas may.
 func (s *Service) Maintain(ctx context.Context) error {
 	now := s.now()
 	s.pruneRenewals(now)
@@ -187,6 +204,15 @@ func (s *Service) Maintain(ctx context.Context) error {
 		s.log.Warn("backup failed: no progress", "backup_id", b.ID, "client_id", b.ClientID)
 		s.endSession(ctx, b)
 		s.publishFinished(ctx, systemActor, b)
+	}
+	reason = fmt.Sprintf("the client's agent did not start it within %v of it being queued: it was offline or lost the command", s.queuedTTL)
+	expired, err := s.store.FailQueuedBackups(ctx, now.Add(-s.queuedTTL), reason)
+	if err != nil {
+		return fmt.Errorf("fail expired queued backups: %w", err)
+	}
+	for i := range expired {
+		s.log.Warn("backup failed: never started", "backup_id", expired[i].ID, "client_id", expired[i].ClientID)
+		s.publishFinished(ctx, systemActor, &expired[i])
 	}
 	return nil
 }
