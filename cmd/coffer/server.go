@@ -14,14 +14,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/engine/repository"
 	"github.com/cofferhq/coffer/internal/httpapi"
 	"github.com/cofferhq/coffer/internal/server/agents"
 	"github.com/cofferhq/coffer/internal/server/auth"
 	"github.com/cofferhq/coffer/internal/server/backups"
 	"github.com/cofferhq/coffer/internal/server/events"
 	"github.com/cofferhq/coffer/internal/server/plans"
-	"github.com/cofferhq/coffer/internal/server/repos"
 	"github.com/cofferhq/coffer/internal/server/restores"
+	"github.com/cofferhq/coffer/internal/server/storage"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -50,6 +51,7 @@ type serveCmd struct {
 	EventRetention  time.Duration `help:"How long events are kept in the history (0 keeps them forever)." default:"2160h" env:"COFFER_EVENT_RETENTION"`
 	MaxBodySize     int64         `help:"Largest accepted JSON request body, in bytes." default:"1048576" env:"COFFER_MAX_BODY_SIZE"`
 	ShutdownTimeout time.Duration `help:"How long in-flight requests may take to finish on SIGINT/SIGTERM." default:"30s" env:"COFFER_SHUTDOWN_TIMEOUT"`
+	GCInterval      time.Duration `help:"How often every repository is garbage-collected (0 turns the automatic collection off)." default:"24h" env:"COFFER_GC_INTERVAL"`
 }
 
 func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
@@ -73,12 +75,15 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 		return err
 	}
 	defer db.Close()
-	repo, err := openDefaultRepository(ctx, loc, db, log)
+	repo, masterKey, err := openDefaultRepository(ctx, loc, db, log)
 	if err != nil {
 		return err
 	}
-	repoSet := repos.New(repo, nil)
-	defer repoSet.Close()
+	defLoc, err := defaultLocation(loc)
+	if err != nil {
+		closeRepository(repo)
+		return err
+	}
 
 	// Background work (event tailing, maintenance) outlives the signal
 	// context: it stops only after in-flight requests have finished.
@@ -90,14 +95,29 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	}
 	hub := events.New(events.Options{Store: db, Logger: log.With("component", "events"), Retention: c.EventRetention,
 		Notifications: notes})
+	// Storage owns the open repositories: the default one, and the others
+	// opened from their records on first use.
+	storageSvc, err := storage.New(storage.Options{Store: db, Default: repo, MasterKey: masterKey,
+		Index: func(id string) repository.Index { return db.Index(id) }, Events: hub, Logger: log.With("component", "storage"),
+		GCInterval: c.GCInterval})
+	if err != nil {
+		closeRepository(repo)
+		return err
+	}
+	repoSet := storageSvc.Repos()
+	defer repoSet.Close()
+	defer storageSvc.Close() // its jobs end before the repositories close
+	if _, err := storageSvc.EnsureDefault(ctx, defLoc); err != nil {
+		return fmt.Errorf("record the default repository: %w", err)
+	}
 	authSvc := auth.New(auth.Options{Store: db, Events: hub, Logger: log.With("component", "auth"), SessionTTL: c.SessionTTL})
 	agentSvc := agents.New(agents.Options{Store: db, Events: hub, Logger: log.With("component", "agents")})
 	backupSvc := backups.New(backups.Options{Store: db, Repos: repoSet, Events: hub, Commands: agentSvc, Clients: agentSvc,
-		Logger: log.With("component", "backups")})
+		Logger: log.With("component", "backups"), Quota: storageSvc})
 	restoreSvc := restores.New(restores.Options{Store: db, Repos: repoSet, Events: hub, Commands: agentSvc, Clients: agentSvc,
 		Logger: log.With("component", "restores")})
 	planSvc := plans.New(plans.Options{Store: db, Clients: agentSvc, Backups: backupSvc, Events: hub,
-		Logger: log.With("component", "plans"), DefaultRepositoryID: repoSet.DefaultID()})
+		Logger: log.With("component", "plans"), DefaultRepositoryID: repoSet.DefaultID(), Repositories: storageSvc})
 
 	created, generated, err := authSvc.Bootstrap(ctx, c.AdminUser, c.AdminPassword)
 	if err != nil {
@@ -108,6 +128,7 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	reg := newRegistry(version, commitID, db, hub)
 	api, err := httpapi.New(httpapi.Options{
 		Auth: authSvc, Events: hub, EventLog: db, Agents: agentSvc, Backups: backupSvc, Restores: restoreSvc, Plans: planSvc,
+		Storage:   storageSvc,
 		Readiness: readinessChecks(db, loc.dataDir, repo.Backend(), log), Components: componentChecks(db, loc.dataDir, repo.Backend(), hub, log),
 		Logger: log, Registry: reg, Gatherer: reg, Version: version, Commit: commitID,
 		MaxBodyBytes: c.MaxBodySize, TrustedProxies: proxies,
@@ -147,9 +168,15 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 			logFailure(log, "agents maintenance", agentSvc.Maintain(ctx))
 			logFailure(log, "backups maintenance", backupSvc.Maintain(ctx))
 			logFailure(log, "restores maintenance", restoreSvc.Maintain(ctx))
+			logFailure(log, "storage maintenance", storageSvc.Maintain(ctx))
 		})
 		return nil
 	})
+	if c.GCInterval > 0 {
+		// Each repository is collected once an interval; checking more
+		// often spreads the work and lets replicas share it.
+		bg.Go(func() error { every(runCtx, min(c.GCInterval, time.Hour), storageSvc.CollectDue); return nil })
+	}
 
 	serveErr := make(chan error, 1)
 	go func() {

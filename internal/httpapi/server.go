@@ -28,6 +28,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/health"
 	"github.com/cofferhq/coffer/internal/server/plans"
 	"github.com/cofferhq/coffer/internal/server/restores"
+	"github.com/cofferhq/coffer/internal/server/storage"
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,6 +58,8 @@ type Options struct {
 	Backups  *backups.Service
 	Restores *restores.Service
 	Plans    *plans.Service
+	// Storage serves endpoints and repositories (nil leaves them out).
+	Storage *storage.Service
 
 	// Readiness gates /readyz; Components are reported by /api/v1/health.
 	Readiness  []health.Check
@@ -140,6 +143,7 @@ func New(opts Options) (*Server, error) {
 	s.registerBackups()
 	s.registerRestores()
 	s.registerPlans()
+	s.registerStorage()
 
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
