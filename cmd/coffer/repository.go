@@ -13,6 +13,7 @@ import (
 	"github.com/cofferhq/coffer/internal/engine/repository"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/server/masterkey"
+	"github.com/cofferhq/coffer/internal/server/storage"
 )
 
 // locations are where the server's state lives, with the defaults that
@@ -62,36 +63,37 @@ func openDatabase(ctx context.Context, l locations, log *slog.Logger) (*metadb.D
 	return db, nil
 }
 
-// openDefaultRepository opens the local repository, creating it and the
-// master key on the first start (close it with closeRepository). It is
-// encrypted: its copies (rsync'd off site, on a stolen disk) are unreadable
-// without the master key, and the key costs nothing extra, since even an
-// unencrypted repository's id key is wrapped with it.
-func openDefaultRepository(ctx context.Context, l locations, db *metadb.DB, log *slog.Logger) (*repository.Repository, error) {
+// openDefaultRepository opens the default repository, creating it and the
+// master key on the first start (close it with closeRepository), and
+// returns it with the master key. It is encrypted: its copies (rsync'd off
+// site, on a stolen disk) are unreadable without the master key, and the
+// key costs nothing extra, since even an unencrypted repository's id key is
+// wrapped with it.
+func openDefaultRepository(ctx context.Context, l locations, db *metadb.DB, log *slog.Logger) (*repository.Repository, []byte, error) {
 	backend, err := openBackend(ctx, l)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	key, err := loadOrCreateMasterKey(ctx, l.masterKeyFile, backend, log)
 	if err != nil {
 		backend.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	repo, created, err := openRepository(ctx, backend, db, key, l.masterKeyFile, repository.InitOptions{Encrypted: true})
 	if err != nil {
 		backend.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	cfg := repo.Config()
 	log.Info("default repository open", "repository", repo.Location(), "repository_id", cfg.ID, "encrypted", cfg.Encrypted,
 		"created", created)
-	if lost, err := indexLooksLost(ctx, repo); err != nil {
+	if lost, err := storage.IndexLooksLost(ctx, repo); err != nil {
 		log.Warn("could not compare the index with the repository", "repository", repo.Location(), "err", err)
 	} else if lost {
 		log.Warn("the metadata database knows no pack of this repository, but its storage holds packs: if the database was lost or replaced, stop the server and run 'coffer server rebuild-index' with the same settings",
 			"repository", repo.Location(), "repository_id", cfg.ID)
 	}
-	return repo, nil
+	return repo, key, nil
 }
 
 // closeRepository closes a repository and the backend it was opened on.
@@ -146,26 +148,4 @@ func configError(err error, keyFile string) error {
 		return err
 	}
 	return fmt.Errorf("%w (master key file in use: %s; if another master key created this repository, give its file with --master-key-file or COFFER_MASTER_KEY_FILE)", err, keyFile)
-}
-
-// errStop ends a listing early.
-var errStop = errors.New("stop")
-
-// indexLooksLost reports whether the index knows no pack while storage
-// holds some: the sign of a database that was lost or replaced.
-func indexLooksLost(ctx context.Context, repo *repository.Repository) (bool, error) {
-	indexed := false
-	err := repo.Index().Packs(ctx, func(repository.PackInfo) error { indexed = true; return errStop })
-	if err != nil && !errors.Is(err, errStop) {
-		return false, err
-	}
-	if indexed {
-		return false, nil
-	}
-	stored := false
-	err = repo.Backend().List(ctx, "packs/", func(blobstore.ObjectInfo) error { stored = true; return errStop })
-	if err != nil && !errors.Is(err, errStop) {
-		return false, err
-	}
-	return stored, nil
 }

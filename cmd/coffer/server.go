@@ -14,15 +14,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/engine/repository"
 	"github.com/cofferhq/coffer/internal/httpapi"
 	"github.com/cofferhq/coffer/internal/server/agents"
 	"github.com/cofferhq/coffer/internal/server/auth"
 	"github.com/cofferhq/coffer/internal/server/backups"
 	"github.com/cofferhq/coffer/internal/server/events"
 	"github.com/cofferhq/coffer/internal/server/plans"
-	"github.com/cofferhq/coffer/internal/server/repos"
 	"github.com/cofferhq/coffer/internal/server/restores"
 	"github.com/cofferhq/coffer/internal/server/scheduler"
+	"github.com/cofferhq/coffer/internal/server/storage"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -54,6 +55,7 @@ type serveCmd struct {
 	Scheduler          time.Duration `name:"scheduler-interval" help:"How often the scheduler looks for due plans (a cheap query; with several replicas each looks this often)." default:"1s" env:"COFFER_SCHEDULER_INTERVAL"`
 	ClientLogRetention time.Duration `help:"How long the log lines agents ship are kept (0 keeps them forever)." default:"720h" env:"COFFER_CLIENT_LOG_RETENTION"`
 	ClientLogMaxLines  int           `help:"Most log lines kept per client, its newest (0: no limit)." default:"100000" env:"COFFER_CLIENT_LOG_MAX_LINES"`
+	GCInterval         time.Duration `help:"How often every repository is garbage-collected (0 turns the automatic collection off)." default:"24h" env:"COFFER_GC_INTERVAL"`
 }
 
 func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
@@ -77,12 +79,15 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 		return err
 	}
 	defer db.Close()
-	repo, err := openDefaultRepository(ctx, loc, db, log)
+	repo, masterKey, err := openDefaultRepository(ctx, loc, db, log)
 	if err != nil {
 		return err
 	}
-	repoSet := repos.New(repo, nil)
-	defer repoSet.Close()
+	defLoc, err := defaultLocation(loc)
+	if err != nil {
+		closeRepository(repo)
+		return err
+	}
 
 	// Background work (event tailing, maintenance) outlives the signal
 	// context: it stops only after in-flight requests have finished.
@@ -94,15 +99,30 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	}
 	hub := events.New(events.Options{Store: db, Logger: log.With("component", "events"), Retention: c.EventRetention,
 		Notifications: notes})
+	// Storage owns the open repositories: the default one, and the others
+	// opened from their records on first use.
+	storageSvc, err := storage.New(storage.Options{Store: db, Default: repo, MasterKey: masterKey,
+		Index: func(id string) repository.Index { return db.Index(id) }, Events: hub, Logger: log.With("component", "storage"),
+		GCInterval: c.GCInterval})
+	if err != nil {
+		closeRepository(repo)
+		return err
+	}
+	repoSet := storageSvc.Repos()
+	defer repoSet.Close()
+	defer storageSvc.Close() // its jobs end before the repositories close
+	if _, err := storageSvc.EnsureDefault(ctx, defLoc); err != nil {
+		return fmt.Errorf("record the default repository: %w", err)
+	}
 	authSvc := auth.New(auth.Options{Store: db, Events: hub, Logger: log.With("component", "auth"), SessionTTL: c.SessionTTL})
 	agentSvc := agents.New(agents.Options{Store: db, Events: hub, Logger: log.With("component", "agents"),
 		LogRetention: c.ClientLogRetention, LogMaxLines: c.ClientLogMaxLines})
 	backupSvc := backups.New(backups.Options{Store: db, Repos: repoSet, Events: hub, Commands: agentSvc, Clients: agentSvc,
-		Plans: db, Logger: log.With("component", "backups")})
+		Plans: db, Quota: storageSvc, Logger: log.With("component", "backups")})
 	restoreSvc := restores.New(restores.Options{Store: db, Repos: repoSet, Events: hub, Commands: agentSvc, Clients: agentSvc,
 		Logger: log.With("component", "restores")})
 	planSvc := plans.New(plans.Options{Store: db, Clients: agentSvc, Backups: backupSvc, Events: hub,
-		Logger: log.With("component", "plans"), DefaultRepositoryID: repoSet.DefaultID()})
+		Logger: log.With("component", "plans"), DefaultRepositoryID: repoSet.DefaultID(), Repositories: storageSvc})
 	// Every replica runs a scheduler: they claim due plans in the database,
 	// so each fire happens once.
 	sched := scheduler.New(scheduler.Options{Store: db, Backups: backupSvc, Events: hub, Logger: log.With("component", "scheduler")})
@@ -116,6 +136,7 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	reg := newRegistry(version, commitID, db, hub)
 	api, err := httpapi.New(httpapi.Options{
 		Auth: authSvc, Events: hub, EventLog: db, Agents: agentSvc, Backups: backupSvc, Restores: restoreSvc, Plans: planSvc,
+		Storage:   storageSvc,
 		Readiness: readinessChecks(db, loc.dataDir, repo.Backend(), log), Components: componentChecks(db, loc.dataDir, repo.Backend(), hub, sched, log),
 		Logger: log, Registry: reg, Gatherer: reg, Version: version, Commit: commitID, PlanFirings: db,
 		MaxBodyBytes: c.MaxBodySize, TrustedProxies: proxies,
@@ -156,9 +177,15 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 			logFailure(log, "agents maintenance", agentSvc.Maintain(ctx))
 			logFailure(log, "backups maintenance", backupSvc.Maintain(ctx))
 			logFailure(log, "restores maintenance", restoreSvc.Maintain(ctx))
+			logFailure(log, "storage maintenance", storageSvc.Maintain(ctx))
 		})
 		return nil
 	})
+	if c.GCInterval > 0 {
+		// Each repository is collected once an interval; checking more
+		// often spreads the work and lets replicas share it.
+		bg.Go(func() error { every(runCtx, min(c.GCInterval, time.Hour), storageSvc.CollectDue); return nil })
+	}
 
 	serveErr := make(chan error, 1)
 	go func() {

@@ -9,9 +9,8 @@ import (
 	"strings"
 
 	"github.com/cofferhq/coffer/internal/engine/blobstore"
-	"github.com/cofferhq/coffer/internal/engine/blobstore/local"
-	"github.com/cofferhq/coffer/internal/engine/blobstore/retry"
 	"github.com/cofferhq/coffer/internal/engine/blobstore/s3"
+	"github.com/cofferhq/coffer/internal/server/storage"
 )
 
 // The S3 credentials of the default repository come from the environment,
@@ -79,19 +78,24 @@ func parseS3URL(raw string, getenv func(string) string) (s3.Config, error) {
 	return cfg, nil
 }
 
-// openBackend opens the default repository's storage: the S3 bucket of
-// --repository-url when given, else the local directory.
-func openBackend(ctx context.Context, l locations) (blobstore.Backend, error) {
+// defaultLocation is where the default repository lives: the S3 bucket
+// of --repository-url when given, else the local directory.
+func defaultLocation(l locations) (storage.Location, error) {
 	if l.repositoryURL == "" {
-		return local.New(l.repositoryDir)
+		return storage.Location{Path: l.repositoryDir}, nil
 	}
 	cfg, err := parseS3URL(l.repositoryURL, os.Getenv)
 	if err != nil {
-		return nil, err
+		return storage.Location{}, err
 	}
-	b, err := s3.New(ctx, cfg)
+	return storage.Location{S3: &cfg}, nil
+}
+
+// openBackend opens the default repository's storage.
+func openBackend(ctx context.Context, l locations) (blobstore.Backend, error) {
+	loc, err := defaultLocation(l)
 	if err != nil {
 		return nil, err
 	}
-	return retry.New(b, retry.Options{}), nil
+	return storage.OpenBackend(ctx, loc)
 }

@@ -303,6 +303,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		o.Agents, o.Backups = ag, bk
 		o.Restores = restores.New(restores.Options{Store: db, Repos: set, Events: f.hub, Commands: ag, Clients: ag})
 		o.Plans = plans.New(plans.Options{Store: db, Clients: ag, Backups: bk, Events: f.hub, DefaultRepositoryID: repo.Config().ID})
+		// Storage: endpoints and repositories (reads for every role, the rest manage).
+		o.Storage = newStorageService(t, db, f.hub)
+		// End of storage.
 	})
 	doc := f.api.OpenAPI()
 	// --- agentcmds: routes that must be in the matrix, with their permission ---

@@ -121,7 +121,7 @@ type PlanInput struct {
 	Name          string          `json:"name" minLength:"1" maxLength:"400" doc:"1 to 100 characters, unique regardless of letter case."`
 	Group         string          `json:"group,omitempty" maxLength:"400" doc:"Up to 100 characters."`
 	ClientID      string          `json:"client_id" minLength:"1" maxLength:"64"`
-	RepositoryID  string          `json:"repository_id,omitempty" maxLength:"64" doc:"Empty for the server's repository (the only one, for now)."`
+	RepositoryID  string          `json:"repository_id,omitempty" maxLength:"64" doc:"Empty for the server's default repository; otherwise the id of a repository (GET /api/v1/repositories)."`
 	Schedule      string          `json:"schedule,omitempty" maxLength:"256" doc:"Cron expression: Quartz style with seconds and ? (0 0 2 * * ?), standard 5-field, or @daily, @hourly, @every 6h…; empty to run only by hand."`
 	Timezone      string          `json:"timezone,omitempty" maxLength:"64" doc:"IANA time zone of the schedule, e.g. Europe/Berlin; empty for UTC."`
 	StartAt       *time.Time      `json:"start_at,omitempty" doc:"The schedule fires no earlier than this."`
@@ -215,8 +215,8 @@ func (s *Server) registerPlans() {
 		OperationID: "create-plan", Method: http.MethodPost, Path: "/api/v1/plans", Tags: tags,
 		Summary: "Create a plan",
 		Description: "Validates and stores a plan. An invalid schedule is 400 invalid_schedule naming the cron field " +
-			"(metadata.schedule_field) and why; an unknown client is 404 client_not_found; a repository other than " +
-			"the server's is 400 unknown_repository. Only admins may set commands.",
+			"(metadata.schedule_field) and why; an unknown client is 404 client_not_found; an unknown repository_id is " +
+			"400 unknown_repository. Only admins may set commands.",
 		DefaultStatus: http.StatusCreated, Errors: []int{http.StatusNotFound, http.StatusConflict},
 	}, func(ctx context.Context, in *createIn) (*planOut, error) {
 		spec, err := in.Body.spec()

@@ -28,6 +28,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/health"
 	"github.com/cofferhq/coffer/internal/server/plans"
 	"github.com/cofferhq/coffer/internal/server/restores"
+	"github.com/cofferhq/coffer/internal/server/storage"
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +61,8 @@ type Options struct {
 	// PlanFirings shows the scheduler's state of plans on them
 	// (*metadb.DB); nil leaves next_fire_at and last_fired_at null.
 	PlanFirings PlanFirings
+	// Storage serves endpoints and repositories (nil leaves them out).
+	Storage *storage.Service
 
 	// Readiness gates /readyz; Components are reported by /api/v1/health.
 	Readiness  []health.Check
@@ -144,6 +147,7 @@ func New(opts Options) (*Server, error) {
 	s.registerRestores()
 	s.registerPlans()
 	s.registerAgentPlans()
+	s.registerStorage()
 
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

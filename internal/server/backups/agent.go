@@ -34,6 +34,9 @@ func (s *Service) StartBackup(ctx context.Context, clientID string, req protocol
 	if err != nil {
 		return nil, err
 	}
+	if err := s.admit(ctx, b, 0); err != nil {
+		return nil, err
+	}
 	resp := &protocol.StartBackupResponse{Backup: Job(b), Repository: s.params(repo)}
 	if err := s.withPlan(ctx, b, resp); err != nil {
 		return nil, err

@@ -61,6 +61,13 @@ type Plans interface {
 	GetPlan(ctx context.Context, id string) (*coffer.Plan, error)
 }
 
+// Quota admits what backups add to a repository (the storage service).
+// Admit fails with coffer.KindConflict "quota_exceeded" when repository
+// repositoryID cannot take addBytes more (0: a backup is starting).
+type Quota interface {
+	Admit(ctx context.Context, repositoryID string, addBytes int64) error
+}
+
 // Options configure a Service. Zero values take the documented defaults.
 type Options struct {
 	Store Store
@@ -72,6 +79,9 @@ type Options struct {
 	Clients  Clients
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// Quota, when set, is asked when a backup starts and before each
+	// upload is stored; a refusal fails the backup. nil: no quotas.
+	Quota Quota
 
 	// SessionTTL is the lease of a running backup's index session (default
 	// 30 minutes). It is renewed when a third of it has passed, on the
@@ -115,6 +125,7 @@ type Service struct {
 	events      Publisher
 	commands    Commands
 	clients     Clients
+	quota       Quota
 	log         *slog.Logger
 	now         func() time.Time
 	sessionTTL  time.Duration
@@ -165,7 +176,7 @@ func New(opts Options) *Service {
 		opts.CommandTimeout = 10 * time.Minute
 	}
 	return &Service{store: opts.Store, repos: opts.Repos, events: opts.Events, commands: opts.Commands,
-		plans: opts.Plans, cmdTimeout: opts.CommandTimeout,
+		plans: opts.Plans, cmdTimeout: opts.CommandTimeout, quota: opts.Quota,
 		clients: opts.Clients, log: opts.Logger, now: opts.Now, sessionTTL: opts.SessionTTL,
 		staleAfter: opts.StaleAfter, queuedTTL: opts.QueuedTTL, maxUpload: opts.MaxUploadBytes, maxCheck: opts.MaxCheckIDs,
 		compression: opts.Compression, uploads: make(chan struct{}, opts.MaxConcurrentUploads),
@@ -195,6 +206,29 @@ func (s *Service) repoOf(ctx context.Context, b *coffer.Backup) (*repository.Rep
 		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
 	}
 	return repo, nil
+}
+
+// admit asks the quota whether backup b's repository takes addBytes more.
+// A refusal fails the backup with the quota's reason, since it could not
+// finish, and is returned.
+func (s *Service) admit(ctx context.Context, b *coffer.Backup, addBytes int64) error {
+	if s.quota == nil {
+		return nil
+	}
+	err := s.quota.Admit(ctx, b.RepositoryID, addBytes)
+	var ce *coffer.Error
+	if err == nil || !errors.As(err, &ce) || ce.Kind != coffer.KindConflict {
+		return err
+	}
+	done, ferr := s.store.FinishBackup(context.WithoutCancel(ctx), b.ID, metadb.BackupFinish{State: coffer.JobFailed, Stats: b.Stats,
+		Error: ce.Detail})
+	if ferr != nil {
+		s.log.Warn("fail a backup over its repository's quota", "backup_id", b.ID, "err", ferr)
+		return err
+	}
+	s.endSession(ctx, done)
+	s.publishFinished(ctx, systemActor, done)
+	return err
 }
 
 // MaxUploadBytes is the largest upload body the service accepts.

@@ -78,6 +78,13 @@ func (s *Service) Upload(ctx context.Context, clientID, backupID string, body io
 	}
 	resp := &protocol.UploadResponse{Success: true, Duplicates: len(frames)}
 	if len(missing) > 0 {
+		var add int64
+		for _, id := range missing {
+			add += int64(byID[id].n)
+		}
+		if err := s.admit(ctx, b, add); err != nil {
+			return nil, err
+		}
 		st, err := s.storeBlobs(ctx, repo, b, arena, missing, byID)
 		if err != nil {
 			return nil, err

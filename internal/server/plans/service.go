@@ -47,6 +47,13 @@ type Backups interface {
 	RunPlan(ctx context.Context, p *coffer.Principal, plan *coffer.Plan) (*coffer.Backup, error)
 }
 
+// Repositories looks up repositories (the storage service).
+// GetRepository fails with coffer.KindNotFound "repository_not_found" for
+// an unknown id.
+type Repositories interface {
+	GetRepository(ctx context.Context, id string) (*coffer.Repository, error)
+}
+
 // Publisher records events.
 type Publisher interface {
 	Publish(ctx context.Context, e *coffer.Event) error
@@ -68,8 +75,11 @@ type Options struct {
 	Logger  *slog.Logger
 	Now     func() time.Time
 	// DefaultRepositoryID is the repository a plan that names none backs
-	// up to — for now the only one a plan may name.
+	// up to.
 	DefaultRepositoryID string
+	// Repositories, when set, says which other repositories a plan may
+	// name; without it only the default one.
+	Repositories Repositories
 }
 
 // Service implements plans.
@@ -81,6 +91,7 @@ type Service struct {
 	log         *slog.Logger
 	now         func() time.Time
 	defaultRepo string
+	repos       Repositories
 }
 
 // New returns a Service.
@@ -92,7 +103,8 @@ func New(opts Options) *Service {
 		opts.Now = time.Now
 	}
 	return &Service{store: opts.Store, clients: opts.Clients, backups: opts.Backups, events: opts.Events,
-		log: opts.Logger, now: opts.Now, defaultRepo: opts.DefaultRepositoryID}
+		log: opts.Logger, now: opts.Now, defaultRepo: opts.DefaultRepositoryID,
+		repos: opts.Repositories}
 }
 
 // Spec is what a person says about a plan when creating or replacing it.
@@ -132,8 +144,18 @@ func (s *Service) check(ctx context.Context, spec *Spec) error {
 	if spec.RepositoryID == "" {
 		spec.RepositoryID = s.defaultRepo
 	}
-	if spec.RepositoryID != s.defaultRepo {
-		return invalid("repository_id", "unknown_repository", "no repository with id %q", truncate(spec.RepositoryID))
+	if spec.RepositoryID == s.defaultRepo {
+		return nil
+	}
+	unknown := invalid("repository_id", "unknown_repository", "no repository with id %q", truncate(spec.RepositoryID))
+	if s.repos == nil {
+		return unknown
+	}
+	if _, err := s.repos.GetRepository(ctx, spec.RepositoryID); err != nil {
+		if coffer.IsKind(err, coffer.KindNotFound) {
+			return unknown.Wrap(err)
+		}
+		return err
 	}
 	return nil
 }
