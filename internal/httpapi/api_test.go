@@ -347,4 +347,23 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if !slices.Equal(public, wantPublic) {
 		t.Errorf("public routes = %v, want %v", public, wantPublic)
 	}
+
+	// --- records (forget, restore history): the permission each route requires.
+	for name, want := range map[string]string{
+		"GET /api/v1/backups/{id}":     "read",
+		"DELETE /api/v1/backups/{id}":  "manage",
+		"DELETE /api/v1/restores/{id}": "operate", // and MayOperate on the restore's target client
+	} {
+		method, path, _ := strings.Cut(name, " ")
+		item := doc.Paths[path]
+		if item == nil {
+			t.Errorf("%s is not registered", name)
+			continue
+		}
+		op := map[string]*huma.Operation{"GET": item.Get, "DELETE": item.Delete}[method]
+		if op == nil || op.Extensions["x-coffer-permission"] != want {
+			t.Errorf("%s: not registered with permission %s", name, want)
+		}
+	}
+	// --- end records
 }

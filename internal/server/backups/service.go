@@ -36,6 +36,16 @@ type Store interface {
 	RequestBackupCancel(ctx context.Context, id string) (*coffer.Backup, error)
 	ListBackups(ctx context.Context, f metadb.BackupFilter) ([]coffer.Backup, error)
 	FailStaleBackups(ctx context.Context, updatedBefore time.Time, reason string) ([]coffer.Backup, error)
+
+	// Forget, retention, metadata and progress events (forget.go,
+	// retention.go, meta.go, progress.go).
+	DeleteBackup(ctx context.Context, id string) (*coffer.Backup, error)
+	RetentionDue(ctx context.Context) (map[string][]string, error)
+	ClearRetentionDue(ctx context.Context, ids []string) error
+	ClaimBackupProgressEvent(ctx context.Context, id string, every time.Duration) (bool, error)
+	GetPlan(ctx context.Context, id string) (*coffer.Plan, error)
+	ListPlans(ctx context.Context, f metadb.PlanFilter) ([]coffer.Plan, int, error)
+	ListRestores(ctx context.Context, f metadb.RestoreFilter) ([]coffer.Restore, error)
 }
 
 // Publisher records events.
@@ -87,6 +97,17 @@ type Options struct {
 	// (blob.Off) takes the default, blob.Fastest: compression is skipped
 	// per blob anyway when it does not shrink it.
 	Compression blob.Compression
+
+	// RetentionEvery is how often RunRetention applies every plan's
+	// retention (default 24 hours; first when it starts). RetentionPoll
+	// is how often it looks for plans whose backups committed on another
+	// replica, or before a restart (default 1 minute).
+	RetentionEvery time.Duration
+	RetentionPoll  time.Duration
+	// ProgressEvery is the least time between two progress events of one
+	// backup (default 5 seconds); progress reports between them publish
+	// none.
+	ProgressEvery time.Duration
 }
 
 // Service implements backups.
@@ -104,6 +125,8 @@ type Service struct {
 	maxCheck    int
 	compression blob.Compression
 	uploads     chan struct{} // a slot per upload being processed
+
+	records // retention and progress events (retention.go, progress.go)
 
 	mu      sync.Mutex
 	renewed map[string]time.Time // backup id → last renewal of its session (this replica's view)
@@ -140,7 +163,7 @@ func New(opts Options) *Service {
 		clients: opts.Clients, log: opts.Logger, now: opts.Now, sessionTTL: opts.SessionTTL,
 		staleAfter: opts.StaleAfter, maxUpload: opts.MaxUploadBytes, maxCheck: opts.MaxCheckIDs,
 		compression: opts.Compression, uploads: make(chan struct{}, opts.MaxConcurrentUploads),
-		renewed: map[string]time.Time{}}
+		renewed: map[string]time.Time{}, records: newRecords(opts)}
 }
 
 // RepositoryParams are what an agent needs to produce blobs repo can store:
