@@ -102,6 +102,8 @@ type Backup struct {
 	Errors       []PathError
 	Error        string // why it failed, for failed and canceled backups
 	SessionID    string // the index write session that protects its blobs from GC
+	// Meta is recorded when the backup ends.
+	Meta BackupMeta
 	// CancelRequested is set when someone canceled a running backup: the
 	// agent learns it from its command stream or its next progress report.
 	CancelRequested bool
@@ -110,6 +112,31 @@ type Backup struct {
 	StartedAt       *time.Time
 	FinishedAt      *time.Time
 	UpdatedAt       time.Time // last progress report
+}
+
+// BackupMeta is what a backup records about itself when it ends, after the
+// Freezer backup metadata (seed 002). It is copied then — from the plan, the
+// client and the repository — so that it stays true when the plan is
+// renamed or the agent upgraded.
+type BackupMeta struct {
+	// Level is 0 for a backup that read every file (a full backup) and n
+	// for the nth backup since that full one that trusted the change cache
+	// of its predecessor. Session is the id of that full backup (the
+	// backup's own id at level 0), or "" when the chain is not known: the
+	// predecessor was forgotten before this backup committed. Both are set
+	// at commit; a backup that never committed has level 0 and no session.
+	Level   int
+	Session string
+	// Name is the plan's name when the backup ended ("" for an ad-hoc backup).
+	Name string
+	// ClientOS and AgentVersion describe the client's agent that ran it.
+	ClientOS     string
+	AgentVersion string
+	// Compression is the level its blobs were compressed at: off, fastest,
+	// default, better or best ("" when not recorded).
+	Compression string
+	// Encrypted says whether the repository encrypts what it stores.
+	Encrypted bool
 }
 
 // BackupStats count what a backup saw and stored.
@@ -132,6 +159,9 @@ type BackupStats struct {
 	TreeBlobs      uint64 `json:"tree_blobs"`      // new tree blobs
 	TotalFiles     uint64 `json:"total_files"`     // files found so far (progress), 0 if unknown
 	TotalBytes     uint64 `json:"total_bytes"`     // their size
+	// BrokenLinks counts the symlinks (among Symlinks) whose target does
+	// not exist. Agents from before it was counted do not send it.
+	BrokenLinks uint64 `json:"broken_links" required:"false"`
 }
 
 // PathError is an entry a job could not handle as it is.

@@ -172,6 +172,7 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	bg.Go(func() error { return hub.Run(runCtx) })
 	bg.Go(func() error { every(runCtx, 10*time.Minute, authSvc.Maintain); return nil })
 	bg.Go(func() error { return sched.Run(runCtx, c.Scheduler) })
+	bg.Go(func() error { return backupSvc.RunRetention(runCtx) }) // after every plan backup, and daily
 	bg.Go(func() error {
 		every(runCtx, agentSvc.HeartbeatInterval(), func(ctx context.Context) {
 			logFailure(log, "agents maintenance", agentSvc.Maintain(ctx))

@@ -260,7 +260,7 @@ func progressStats(p *archiver.Progress, u *uploader) coffer.BackupStats {
 		LogicalBytes: p.Bytes.Load(), ReadBytes: p.ReadBytes.Load(), AddedRawBytes: p.AddedRawBytes.Load(),
 		AddedBytes: u.storedBytes.Load(), UploadedBytes: u.sentBytes.Load(),
 		DataBlobs: p.DataBlobs.Load(), TreeBlobs: p.TreeBlobs.Load(),
-		TotalFiles: p.FoundFiles.Load(), TotalBytes: p.FoundBytes.Load(),
+		TotalFiles: p.FoundFiles.Load(), TotalBytes: p.FoundBytes.Load(), BrokenLinks: p.BrokenLinks.Load(),
 	}
 }
 
@@ -273,7 +273,7 @@ func backupStats(st archiver.Stats, u *uploader) coffer.BackupStats {
 		LogicalBytes: st.Bytes, ReadBytes: st.ReadBytes, AddedRawBytes: st.AddedRawBytes,
 		AddedBytes: u.storedBytes.Load(), UploadedBytes: u.sentBytes.Load(),
 		DataBlobs: st.DataBlobs, TreeBlobs: st.TreeBlobs,
-		TotalFiles: st.Files, TotalBytes: st.Bytes,
+		TotalFiles: st.Files, TotalBytes: st.Bytes, BrokenLinks: st.BrokenLinks,
 	}
 }
 

@@ -378,6 +378,26 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if !slices.Equal(public, wantPublic) {
 		t.Errorf("public routes = %v, want %v", public, wantPublic)
 	}
+
+	// --- records (forget, restore history): the permission each route requires.
+	for name, want := range map[string]string{
+		"GET /api/v1/backups/{id}":     "read",
+		"DELETE /api/v1/backups/{id}":  "manage",
+		"DELETE /api/v1/restores/{id}": "operate", // and MayOperate on the restore's target client
+	} {
+		method, path, _ := strings.Cut(name, " ")
+		item := doc.Paths[path]
+		if item == nil {
+			t.Errorf("%s is not registered", name)
+			continue
+		}
+		op := map[string]*huma.Operation{"GET": item.Get, "DELETE": item.Delete}[method]
+		if op == nil || op.Extensions["x-coffer-permission"] != want {
+			t.Errorf("%s: not registered with permission %s", name, want)
+		}
+	}
+	// --- end records
+
 	for name := range owned {
 		if !seen[name] {
 			t.Errorf("%s is in owned but not a route", name)
@@ -425,5 +445,6 @@ func ownedRoutes(t *testing.T, f *fixture, clientID string) map[string]ownedRout
 		"POST /api/v1/plans/{id}/run":       {"/api/v1/plans/" + planID + "/run", nil},
 		"POST /api/v1/restores":             {"/api/v1/restores", map[string]any{"backup_id": done.ID, "destination": "/r"}},
 		"POST /api/v1/restores/{id}/cancel": {"/api/v1/restores/" + restore.ID + "/cancel", nil},
+		"DELETE /api/v1/restores/{id}":      {"/api/v1/restores/" + restore.ID, nil},
 	}
 }

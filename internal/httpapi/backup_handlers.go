@@ -16,7 +16,11 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 )
 
-// Backup is a backup on the wire.
+// Backup is a backup on the wire. Beside its record it carries the
+// Freezer backup metadata (seed 002): host_name, backup_name, timestamp,
+// level, session, mode, paths, counts, sizes, compression_alg, encrypted,
+// client_os, agent_version, exclude (the excluded patterns), errors (the
+// error list, in the detail) and expires_at.
 type Backup struct {
 	ID              string              `json:"id"`
 	ClientID        string              `json:"client_id"`
@@ -42,6 +46,79 @@ type Backup struct {
 	StartedAt       *time.Time          `json:"started_at" nullable:"true"`
 	FinishedAt      *time.Time          `json:"finished_at" nullable:"true"`
 	UpdatedAt       time.Time           `json:"updated_at" doc:"The last change or progress report."`
+	BackupMeta
+}
+
+// BackupMeta is the Freezer metadata of a backup beyond its record.
+type BackupMeta struct {
+	BackupName     string       `json:"backup_name" doc:"The plan's name when the backup ended; empty for an ad-hoc backup (or one that has not ended)."`
+	Timestamp      *time.Time   `json:"timestamp" nullable:"true" doc:"When the backup started: the time of its snapshot."`
+	Level          *int         `json:"level" nullable:"true" doc:"0 for a full backup (every file re-read); n for the nth backup since that full one that trusted its predecessor's change cache. Null until the backup commits."`
+	Session        string       `json:"session" doc:"The id of the full (level 0) backup this one builds on — its own id at level 0; empty until it commits, or when the chain is unknown (its predecessor was forgotten)."`
+	Mode           string       `json:"mode" enum:"fs" doc:"What was backed up: fs, files and directories."`
+	Counts         BackupCounts `json:"counts"`
+	Sizes          BackupSizes  `json:"sizes"`
+	CompressionAlg string       `json:"compression_alg" enum:"zstd,none," doc:"How blobs were compressed: zstd (skipped per blob when it does not shrink it), none, or empty when not recorded."`
+	Compression    string       `json:"compression" enum:"off,fastest,default,better,best," doc:"The zstd level; empty when not recorded."`
+	Encrypted      bool         `json:"encrypted" doc:"The repository encrypts what it stores (AES-256-GCM)."`
+	ClientOS       string       `json:"client_os" doc:"The client's operating system when the backup ended."`
+	AgentVersion   string       `json:"agent_version" doc:"The version of the agent that ran it."`
+	ExpiresAt      *time.Time   `json:"expires_at" nullable:"true" doc:"When the hold of the plan's retention (hold_days after the backup finished, in the plan's time zone) ends: until then retention keeps the backup. Null without hold_days, for an ad-hoc backup, or before it finishes."`
+}
+
+// BackupCounts count the entries of a backup.
+type BackupCounts struct {
+	Files       uint64 `json:"files"`
+	Dirs        uint64 `json:"dirs"`
+	Symlinks    uint64 `json:"symlinks"`
+	BrokenLinks uint64 `json:"broken_links" doc:"Symlinks whose target does not exist (stored as they are)."`
+	Excluded    uint64 `json:"excluded" doc:"Entries the exclude patterns left out (an excluded directory counts once)."`
+	Errors      int    `json:"errors" doc:"Entries that could not be backed up."`
+}
+
+// BackupSizes are the byte sizes of a backup.
+type BackupSizes struct {
+	Logical          uint64 `json:"logical" doc:"The size of the files backed up."`
+	StoredCompressed uint64 `json:"stored_compressed" doc:"What the new data took in the repository: compressed (and encrypted) bytes."`
+	NewlyAdded       uint64 `json:"newly_added" doc:"The new data before compression: bytes no earlier backup had stored (the rest deduplicated)."`
+}
+
+// toBackupMeta converts a backup's metadata; expiresAt comes from its plan.
+func toBackupMeta(b *coffer.Backup) BackupMeta {
+	st := b.Stats
+	m := BackupMeta{BackupName: b.Meta.Name, Timestamp: b.StartedAt, Session: b.Meta.Session, Mode: "fs",
+		Counts: BackupCounts{Files: st.Files, Dirs: st.Dirs, Symlinks: st.Symlinks, BrokenLinks: st.BrokenLinks,
+			Excluded: st.Excluded, Errors: backupErrorCount(b)},
+		Sizes:       BackupSizes{Logical: st.LogicalBytes, StoredCompressed: st.AddedBytes, NewlyAdded: st.AddedRawBytes},
+		Compression: b.Meta.Compression, Encrypted: b.Meta.Encrypted, ClientOS: b.Meta.ClientOS, AgentVersion: b.Meta.AgentVersion}
+	if b.SnapshotID != "" {
+		level := b.Meta.Level
+		m.Level = &level
+	}
+	switch b.Meta.Compression {
+	case "":
+	case "off":
+		m.CompressionAlg = "none"
+	default:
+		m.CompressionAlg = "zstd"
+	}
+	return m
+}
+
+// withExpiry sets the expires_at of backups from their plans' holds.
+func withExpiry(ctx context.Context, svc *backups.Service, bs []coffer.Backup, out []Backup) error {
+	ptrs := make([]*coffer.Backup, len(bs))
+	for i := range bs {
+		ptrs[i] = &bs[i]
+	}
+	exp, err := svc.ExpiresAt(ctx, ptrs...)
+	if err != nil {
+		return err
+	}
+	for i := range out {
+		out[i].ExpiresAt = exp[i]
+	}
+	return nil
 }
 
 func backupErrorCount(b *coffer.Backup) int { return max(len(b.Errors), int(b.Stats.ErrorCount)) }
@@ -59,7 +136,8 @@ func toBackup(b *coffer.Backup, detail bool) Backup {
 		State: string(b.State), Paths: backupList(b.Paths), Exclude: backupList(b.Exclude), Full: b.Full, OneFileSystem: b.OneFS,
 		HostName: b.HostName, SnapshotID: b.SnapshotID, RootTree: b.RootTree, ParentID: b.ParentID, Stats: b.Stats,
 		ErrorCount: backupErrorCount(b), Error: b.Error, CancelRequested: b.CancelRequested, CreatedBy: b.CreatedBy,
-		CreatedAt: b.CreatedAt, StartedAt: b.StartedAt, FinishedAt: b.FinishedAt, UpdatedAt: b.UpdatedAt}
+		CreatedAt: b.CreatedAt, StartedAt: b.StartedAt, FinishedAt: b.FinishedAt, UpdatedAt: b.UpdatedAt,
+		BackupMeta: toBackupMeta(b)}
 	if detail {
 		errs := b.Errors
 		if errs == nil {
@@ -354,6 +432,9 @@ func (s *Server) registerBackupUserRoutes() {
 		for i := range bs {
 			items[i] = toBackup(&bs[i], false)
 		}
+		if err := withExpiry(ctx, svc, bs, items); err != nil {
+			return nil, err
+		}
 		return &struct{ Body *Page[Backup] }{cursorPage(items, in.PageSize, next)}, nil
 	})
 
@@ -369,7 +450,30 @@ func (s *Server) registerBackupUserRoutes() {
 		if err != nil {
 			return nil, err
 		}
-		return newBackupOut(b), nil
+		out := newBackupOut(b)
+		exp, err := svc.ExpiresAt(ctx, b)
+		if err != nil {
+			return nil, err
+		}
+		out.Body.Backup.ExpiresAt = exp[0]
+		return out, nil
+	})
+
+	handle(s, Manage, huma.Operation{
+		OperationID: "forget-backup", Method: http.MethodDelete, Path: "/api/v1/backups/{id}", Tags: tags,
+		Summary: "Forget a backup",
+		Description: "Forgets a finished backup: its snapshot goes from its repository — the data is freed by the next " +
+			"garbage collection, unless other backups share it — and its record from the history; records of restores " +
+			"made from it stay. Retention and holds do not stop an admin. A queued or running backup is 409 " +
+			"backup_active (cancel it first); one a queued or running restore reads is 409 backup_restoring.",
+		Errors: []int{http.StatusNotFound, http.StatusConflict},
+	}, func(ctx context.Context, in *idIn) (*struct{ Body CommandResult }, error) {
+		b, err := svc.Forget(ctx, principalFrom(ctx), in.ID)
+		if err != nil {
+			return nil, err
+		}
+		return &struct{ Body CommandResult }{CommandResult{Success: true, ID: b.ID,
+			Message: "Backup forgotten; its data is freed at the next garbage collection."}}, nil
 	})
 
 	type treeIn struct {

@@ -181,6 +181,21 @@ func (s *Server) registerRestoreJobs() {
 	})
 
 	handle(s, Operate, huma.Operation{
+		OperationID: "delete-restore", Method: http.MethodDelete, Path: "/api/v1/restores/{id}", Tags: tags,
+		Summary: "Delete a restore record",
+		Description: "Deletes a finished restore from the history; the files it wrote stay. Only an admin or the owner " +
+			"of the restore's target client may (403 client_not_owned). A queued or running restore is 409 " +
+			"restore_active: cancel it first.",
+		Errors: []int{http.StatusNotFound, http.StatusConflict},
+	}, func(ctx context.Context, in *pathIn) (*struct{ Body CommandResult }, error) {
+		r, err := rs.Delete(ctx, principalFrom(ctx), in.ID)
+		if err != nil {
+			return nil, err
+		}
+		return &struct{ Body CommandResult }{CommandResult{Message: "Restore record deleted.", Success: true, ID: r.ID}}, nil
+	})
+
+	handle(s, Operate, huma.Operation{
 		OperationID: "cancel-restore", Method: http.MethodPost, Path: "/api/v1/restores/{id}/cancel", Tags: tags,
 		Summary: "Cancel a restore",
 		Description: "A queued restore is canceled at once; a running one is marked cancel_requested and its agent is " +

@@ -16,14 +16,16 @@ import (
 
 const backupColumns = `id, client_id, plan_id, repository_id, trigger_kind, state, paths, exclude, full_scan, one_fs,
 	host_name, snapshot_id, root_tree, parent_id, stats, errors, error_message, session_id, cancel_requested, created_by,
-	created_at, started_at, finished_at, updated_at`
+	created_at, started_at, finished_at, updated_at,
+	level, backup_session, backup_name, client_os, agent_version, compression, encrypted`
 
 func scanBackup(row rowScanner) (*coffer.Backup, error) {
 	var b coffer.Backup
 	err := row.Scan(&b.ID, &b.ClientID, &b.PlanID, &b.RepositoryID, &b.Trigger, &b.State,
 		jsonList[string]{&b.Paths}, jsonList[string]{&b.Exclude}, &b.Full, &b.OneFS, &b.HostName, &b.SnapshotID,
 		&b.RootTree, &b.ParentID, jsonObject{&b.Stats}, jsonList[coffer.PathError]{&b.Errors}, &b.Error, &b.SessionID,
-		&b.CancelRequested, &b.CreatedBy, utc{&b.CreatedAt}, nullUTC{&b.StartedAt}, nullUTC{&b.FinishedAt}, utc{&b.UpdatedAt})
+		&b.CancelRequested, &b.CreatedBy, utc{&b.CreatedAt}, nullUTC{&b.StartedAt}, nullUTC{&b.FinishedAt}, utc{&b.UpdatedAt},
+		&b.Meta.Level, &b.Meta.Session, &b.Meta.Name, &b.Meta.ClientOS, &b.Meta.AgentVersion, &b.Meta.Compression, &b.Meta.Encrypted)
 	if err != nil {
 		return nil, err
 	}
@@ -49,10 +51,12 @@ func (db *DB) CreateBackup(ctx context.Context, b *coffer.Backup) error {
 		b.StartedAt = &now
 	}
 	_, err := db.sql.ExecContext(ctx, `INSERT INTO backups (`+backupColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
-		$9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`,
+		$9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24,
+		$25, $26, $27, $28, $29, $30, $31)`,
 		b.ID, b.ClientID, b.PlanID, b.RepositoryID, b.Trigger, b.State, jsonArg[string](b.Paths), jsonArg[string](b.Exclude),
 		b.Full, b.OneFS, b.HostName, b.SnapshotID, b.RootTree, b.ParentID, jsonValue{b.Stats}, jsonArg[coffer.PathError](b.Errors),
-		b.Error, b.SessionID, b.CancelRequested, b.CreatedBy, b.CreatedAt, b.StartedAt, b.FinishedAt, b.UpdatedAt)
+		b.Error, b.SessionID, b.CancelRequested, b.CreatedBy, b.CreatedAt, b.StartedAt, b.FinishedAt, b.UpdatedAt,
+		b.Meta.Level, b.Meta.Session, b.Meta.Name, b.Meta.ClientOS, b.Meta.AgentVersion, b.Meta.Compression, b.Meta.Encrypted)
 	if isUniqueViolation(err) && b.PlanID != "" {
 		return db.errPlanBackupActive(ctx, b.PlanID)
 	}
@@ -114,6 +118,11 @@ type BackupFinish struct {
 	Stats      coffer.BackupStats
 	Errors     []coffer.PathError
 	Error      string
+	// Meta, when not nil, replaces the backup's metadata.
+	Meta *coffer.BackupMeta
+	// RetentionDue marks the backup for the retention runner: its plan's
+	// retention has not run since it committed (see RetentionDue).
+	RetentionDue bool
 }
 
 // FinishBackup moves a queued or running backup to its final state and
@@ -140,6 +149,18 @@ func (db *DB) FinishBackup(ctx context.Context, id string, f BackupFinish) (*cof
 	}
 	if f.Stats != (coffer.BackupStats{}) {
 		optional("stats", jsonValue{f.Stats})
+	}
+	if m := f.Meta; m != nil {
+		optional("level", m.Level)
+		optional("backup_session", m.Session)
+		optional("backup_name", m.Name)
+		optional("client_os", m.ClientOS)
+		optional("agent_version", m.AgentVersion)
+		optional("compression", m.Compression)
+		optional("encrypted", m.Encrypted)
+	}
+	if f.RetentionDue {
+		optional("retention_pending", true)
 	}
 	return backupJobs.transition(ctx, db, id, func(b *coffer.Backup) error {
 		return errBackupFinished(b)

@@ -217,7 +217,23 @@ func held(p Policy, b Backup, now time.Time, loc *time.Location) bool {
 	if b.ExpiresAt != nil && b.ExpiresAt.After(now) {
 		return true
 	}
-	return p.HoldDays > 0 && now.Before(b.Time.In(loc).AddDate(0, 0, p.HoldDays))
+	until, ok := HoldUntil(p, b.Time, loc)
+	return ok && now.Before(until)
+}
+
+// HoldUntil returns when the hold_days of p on a backup that finished at
+// finished runs out — HoldDays calendar days later in loc (nil means UTC),
+// so a hold spanning a daylight saving change still ends at the same wall
+// clock time — and false when p sets no hold_days. Until then Apply keeps
+// the backup; it is the backup's expires_at.
+func HoldUntil(p Policy, finished time.Time, loc *time.Location) (time.Time, bool) {
+	if p.HoldDays <= 0 {
+		return time.Time{}, false
+	}
+	if loc == nil {
+		loc = time.UTC
+	}
+	return finished.In(loc).AddDate(0, 0, p.HoldDays), true
 }
 
 // key identifies a bucket; only equality matters.

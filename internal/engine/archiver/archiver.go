@@ -267,6 +267,10 @@ type Stats struct {
 	// Excluded counts the entries Options.Exclude left out (an excluded
 	// directory counts once, whatever it holds).
 	Excluded uint64
+	// BrokenLinks counts the symlinks (among Symlinks) whose target does
+	// not exist: following them fails with ENOENT, ENOTDIR or ELOOP. Each
+	// symlink costs one stat more to tell.
+	BrokenLinks uint64
 	// Errors lists the entries that could not be stored as they are.
 	Errors []FileError
 }

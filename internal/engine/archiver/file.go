@@ -292,6 +292,20 @@ func fstatat(dirfd int, name string, st *unix.Stat_t) error {
 	}
 }
 
+// dangling reports whether the symlink name in dirfd points nowhere:
+// following it ends at a name that does not exist (ENOENT), goes through a
+// non-directory (ENOTDIR) or loops (ELOOP). A target that exists but cannot
+// be reached (EACCES) is not counted: the link is fine, the reader is not.
+func dangling(dirfd int, name string) bool {
+	var st unix.Stat_t
+	for {
+		err := unix.Fstatat(dirfd, name, &st, 0)
+		if err != unix.EINTR {
+			return err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP
+		}
+	}
+}
+
 func readlinkat(dirfd int, name string) (string, error) {
 	for size := 256; ; size *= 2 {
 		buf := make([]byte, size)

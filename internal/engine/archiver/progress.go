@@ -13,6 +13,8 @@ type Progress struct {
 	FilesNew, FilesChanged, FilesUnchanged atomic.Uint64
 	// Excluded counts the entries left out by Options.Exclude.
 	Excluded atomic.Uint64
+	// BrokenLinks counts the symlinks stored whose target does not exist.
+	BrokenLinks atomic.Uint64
 	// Errors counts the entries reported in Stats.Errors.
 	Errors atomic.Uint64
 	// Bytes is the size of the files done, read or reused; ReadBytes the
@@ -46,6 +48,6 @@ func (p *Progress) counters() *[numCounters]*atomic.Uint64 {
 		cDataBlobs: &p.DataBlobs, cTreeBlobs: &p.TreeBlobs, cAddedRaw: &p.AddedRawBytes,
 		cFilesNew: &p.FilesNew, cFilesChanged: &p.FilesChanged, cFilesUnchanged: &p.FilesUnchanged,
 		cExcluded: &p.Excluded, cErrors: &p.Errors,
-		cFoundFiles: &p.FoundFiles, cFoundBytes: &p.FoundBytes,
+		cFoundFiles: &p.FoundFiles, cFoundBytes: &p.FoundBytes, cBrokenLinks: &p.BrokenLinks,
 	}
 }

@@ -65,13 +65,13 @@ func TestArchiveProgress(t *testing.T) {
 	}
 	type counts struct {
 		Files, Dirs, Symlinks, Others, FilesNew, FilesChanged, FilesUnchanged, Excluded, Errors uint64
-		Bytes, ReadBytes, DataBlobs, TreeBlobs, AddedRawBytes                                   uint64
+		Bytes, ReadBytes, DataBlobs, TreeBlobs, AddedRawBytes, BrokenLinks                      uint64
 	}
 	want := counts{st.Files, st.Dirs, st.Symlinks, st.Others, st.FilesNew, st.FilesChanged, st.FilesUnchanged, st.Excluded,
-		uint64(len(st.Errors)), st.Bytes, st.ReadBytes, st.DataBlobs, st.TreeBlobs, st.AddedRawBytes}
+		uint64(len(st.Errors)), st.Bytes, st.ReadBytes, st.DataBlobs, st.TreeBlobs, st.AddedRawBytes, st.BrokenLinks}
 	got := counts{p.Files.Load(), p.Dirs.Load(), p.Symlinks.Load(), p.Others.Load(), p.FilesNew.Load(), p.FilesChanged.Load(),
 		p.FilesUnchanged.Load(), p.Excluded.Load(), p.Errors.Load(), p.Bytes.Load(), p.ReadBytes.Load(), p.DataBlobs.Load(),
-		p.TreeBlobs.Load(), p.AddedRawBytes.Load()}
+		p.TreeBlobs.Load(), p.AddedRawBytes.Load(), p.BrokenLinks.Load()}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("progress (-stats +progress):\n%s", diff)
 	}

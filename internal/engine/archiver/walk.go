@@ -159,6 +159,7 @@ const (
 	cErrors
 	cFoundFiles
 	cFoundBytes
+	cBrokenLinks
 	numCounters
 )
 
@@ -174,7 +175,7 @@ func (r *run) stats() Stats {
 	c := &r.counts
 	st := Stats{ReadBytes: c[cRead].Load(), AddedRawBytes: c[cAddedRaw].Load(),
 		FilesNew: c[cFilesNew].Load(), FilesChanged: c[cFilesChanged].Load(), FilesUnchanged: c[cFilesUnchanged].Load(),
-		Excluded: c[cExcluded].Load()}
+		Excluded: c[cExcluded].Load(), BrokenLinks: c[cBrokenLinks].Load()}
 	st.Files, st.Dirs, st.Symlinks, st.Others = c[cFiles].Load(), c[cDirs].Load(), c[cSymlinks].Load(), c[cOthers].Load()
 	st.Bytes, st.DataBlobs, st.TreeBlobs = c[cBytes].Load(), c[cDataBlobs].Load(), c[cTreeBlobs].Load()
 	r.mu.Lock()
@@ -317,6 +318,9 @@ func (r *run) entry(d *dir, i int, name string) error {
 		}
 		n.LinkTarget = target
 		r.add(cSymlinks, 1)
+		if dangling(d.fd, name) {
+			r.add(cBrokenLinks, 1)
+		}
 	case tree.CharDevice, tree.BlockDevice:
 		n.Device = uint64(st.Rdev)
 		r.add(cOthers, 1)

@@ -213,6 +213,7 @@ func (s *Service) Progress(ctx context.Context, clientID, backupID string, p pro
 		return nil, err
 	}
 	s.renew(ctx, b)
+	s.publishProgress(ctx, clientID, b)
 	if b.CancelRequested {
 		return &protocol.ProgressResponse{Message: "The backup was canceled: stop it and report it canceled.", Success: true, Cancel: true}, nil
 	}
@@ -272,12 +273,14 @@ func (s *Service) Commit(ctx context.Context, clientID, backupID string, req pro
 		state = coffer.JobPartial
 	}
 	done, err := s.store.FinishBackup(ctx, b.ID, metadb.BackupFinish{State: state, SnapshotID: snapID, RootTree: root.String(),
-		ParentID: parentID, Stats: req.Stats, Errors: req.Errors})
+		ParentID: parentID, Stats: req.Stats, Errors: req.Errors,
+		Meta: s.commitMeta(ctx, b, req.ParentID, parentID), RetentionDue: b.PlanID != ""})
 	if err != nil {
 		return s.finishFailed(ctx, repo, b.ID, root, snapID, err)
 	}
 	s.endSession(ctx, done)
 	s.publishFinished(ctx, agentActor(clientID), done)
+	s.retentionDue(done)
 	return done, nil
 }
 
@@ -384,7 +387,8 @@ func (s *Service) Fail(ctx context.Context, clientID, backupID string, req proto
 			reason = "canceled"
 		}
 	}
-	done, err := s.store.FinishBackup(ctx, b.ID, metadb.BackupFinish{State: req.State, Stats: b.Stats, Errors: req.Errors, Error: reason})
+	done, err := s.store.FinishBackup(ctx, b.ID, metadb.BackupFinish{State: req.State, Stats: b.Stats, Errors: req.Errors, Error: reason,
+		Meta: s.finishMeta(ctx, b)})
 	if err != nil {
 		if coffer.IsKind(err, coffer.KindConflict) {
 			if again, gerr := s.store.GetBackup(ctx, b.ID); gerr == nil && again.State == req.State {

@@ -148,7 +148,7 @@ func TestFullFlow(t *testing.T) {
 		if err != nil || len(theirs) != 0 {
 			t.Fatalf("other client's backups = %+v, %v", theirs, err)
 		}
-		if got := e.events.codes(); !slices.Equal(got, []string{EventStarted, EventSucceeded}) {
+		if got := e.events.codes(); !slices.Equal(got, []string{EventStarted, EventProgress, EventSucceeded}) {
 			t.Fatalf("events = %v", got)
 		}
 	})
@@ -523,7 +523,7 @@ func TestFail(t *testing.T) {
 		if e.liveSession() {
 			t.Fatal("a failed backup still holds its write session")
 		}
-		if got := e.events.codes(); !slices.Equal(got, []string{EventStarted, EventFailed}) {
+		if got := e.events.codes(); !slices.Equal(got, []string{EventStarted, EventProgress, EventFailed}) {
 			t.Fatalf("events = %v", got)
 		}
 	})
@@ -600,7 +600,7 @@ func TestRunAndCancel(t *testing.T) {
 		if err != nil || done.State != coffer.JobCanceled || done.SessionID != session {
 			t.Fatalf("canceled = %+v, %v", done, err)
 		}
-		want := []string{EventQueued, EventCanceled, EventQueued, EventStarted, EventCancelRequested, EventCanceled}
+		want := []string{EventQueued, EventCanceled, EventQueued, EventStarted, EventCancelRequested, EventProgress, EventCanceled}
 		if got := e.events.codes(); !slices.Equal(got, want) {
 			t.Fatalf("events = %v, want %v", got, want)
 		}
@@ -619,6 +619,9 @@ func TestRunAndCancel(t *testing.T) {
 		list, err := e.svc.List(ctx, metadb.BackupFilter{ClientID: e.client.ID, States: []coffer.JobState{coffer.JobQueued}})
 		if err != nil || len(list) != 0 {
 			t.Fatalf("queued backups = %+v, %v", list, err)
+		}
+		if got := e.events.codes(); got[len(got)-1] != EventFailed {
+			t.Fatalf("no failure event for the backup that could not be queued: %v", got)
 		}
 	})
 }

@@ -38,16 +38,12 @@ func (s *Service) withPlan(ctx context.Context, b *coffer.Backup, resp *protocol
 	if len(pl.PreCommands) > 0 || len(pl.PostCommands) > 0 {
 		job.CommandTimeoutSeconds = max(1, int(s.cmdTimeout.Seconds()))
 	}
-	if pl.Compression != "" {
-		level, err := blob.ParseCompression(pl.Compression)
-		if err != nil {
-			// Plans are validated when stored: this is a plan written by a
-			// newer server. Its backup still runs, at the default level.
-			s.log.Warn("a plan names an unknown compression level: using the server's default",
-				"backup_id", b.ID, "plan_id", pl.ID, "compression", pl.Compression, "default", s.compression)
-		} else {
-			resp.Repository.Compression = level.String()
-		}
+	if _, err := blob.ParseCompression(pl.Compression); pl.Compression != "" && err != nil {
+		// Plans are validated when stored: this is a plan written by a
+		// newer server. Its backup still runs, at the default level.
+		s.log.Warn("a plan names an unknown compression level: using the server's default",
+			"backup_id", b.ID, "plan_id", pl.ID, "compression", pl.Compression, "default", s.compression)
 	}
+	resp.Repository.Compression = s.planCompression(pl).String()
 	return nil
 }

@@ -37,6 +37,16 @@ type Store interface {
 	ListBackups(ctx context.Context, f metadb.BackupFilter) ([]coffer.Backup, error)
 	FailStaleBackups(ctx context.Context, updatedBefore time.Time, reason string) ([]coffer.Backup, error)
 	FailQueuedBackups(ctx context.Context, createdBefore time.Time, reason string) ([]coffer.Backup, error)
+
+	// Forget, retention, metadata and progress events (forget.go,
+	// retention.go, meta.go, progress.go).
+	DeleteBackup(ctx context.Context, id string) (*coffer.Backup, error)
+	RetentionDue(ctx context.Context) (map[string][]string, error)
+	ClearRetentionDue(ctx context.Context, ids []string) error
+	ClaimBackupProgressEvent(ctx context.Context, id string, every time.Duration) (bool, error)
+	GetPlan(ctx context.Context, id string) (*coffer.Plan, error)
+	ListPlans(ctx context.Context, f metadb.PlanFilter) ([]coffer.Plan, int, error)
+	ListRestores(ctx context.Context, f metadb.RestoreFilter) ([]coffer.Restore, error)
 }
 
 // Publisher records events.
@@ -116,6 +126,17 @@ type Options struct {
 	// CommandTimeout bounds each pre and post command of a plan on the
 	// agent (default 10 minutes).
 	CommandTimeout time.Duration
+
+	// RetentionEvery is how often RunRetention applies every plan's
+	// retention (default 24 hours; first when it starts). RetentionPoll
+	// is how often it looks for plans whose backups committed on another
+	// replica, or before a restart (default 1 minute).
+	RetentionEvery time.Duration
+	RetentionPoll  time.Duration
+	// ProgressEvery is the least time between two progress events of one
+	// backup (default 5 seconds); progress reports between them publish
+	// none.
+	ProgressEvery time.Duration
 }
 
 // Service implements backups.
@@ -137,6 +158,8 @@ type Service struct {
 	uploads     chan struct{} // a slot per upload being processed
 	plans       Plans
 	cmdTimeout  time.Duration
+
+	records // retention and progress events (retention.go, progress.go)
 
 	mu      sync.Mutex
 	renewed map[string]time.Time // backup id → last renewal of its session (this replica's view)
@@ -180,7 +203,7 @@ func New(opts Options) *Service {
 		clients: opts.Clients, log: opts.Logger, now: opts.Now, sessionTTL: opts.SessionTTL,
 		staleAfter: opts.StaleAfter, queuedTTL: opts.QueuedTTL, maxUpload: opts.MaxUploadBytes, maxCheck: opts.MaxCheckIDs,
 		compression: opts.Compression, uploads: make(chan struct{}, opts.MaxConcurrentUploads),
-		renewed: map[string]time.Time{}}
+		renewed: map[string]time.Time{}, records: newRecords(opts)}
 }
 
 // RepositoryParams are what an agent needs to produce blobs repo can store:

@@ -142,8 +142,10 @@ func (s *Service) queue(ctx context.Context, p *coffer.Principal, clientID, plan
 		Backup: &protocol.BackupCommand{BackupID: b.ID}}); err != nil {
 		// Without its command the backup would wait forever.
 		reason := "the server could not queue the command for the agent"
-		if _, ferr := s.store.FinishBackup(context.WithoutCancel(ctx), b.ID, metadb.BackupFinish{State: coffer.JobFailed, Error: reason}); ferr != nil {
+		if failed, ferr := s.store.FinishBackup(context.WithoutCancel(ctx), b.ID, metadb.BackupFinish{State: coffer.JobFailed, Error: reason}); ferr != nil {
 			s.log.Error("fail a backup whose command was not queued", "backup_id", b.ID, "err", ferr)
+		} else {
+			s.publishFinished(ctx, userActor(p), failed)
 		}
 		return nil, fmt.Errorf("queue backup %s for client %s: %w", b.ID, c.ID, err)
 	}

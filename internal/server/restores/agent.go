@@ -173,6 +173,7 @@ func (s *Service) Progress(ctx context.Context, p *coffer.Principal, id string, 
 	if err != nil {
 		return nil, err
 	}
+	s.publishProgress(ctx, p, r)
 	if r.CancelRequested {
 		return &protocol.ProgressResponse{Success: true, Cancel: true, Message: "Restore canceled: stop and report it canceled."}, nil
 	}

@@ -75,9 +75,11 @@ func (s *Service) Create(ctx context.Context, p *coffer.Principal, req Request) 
 	cmd := protocol.Command{Kind: protocol.CommandRestore, Restore: &protocol.RestoreCommand{RestoreID: r.ID}}
 	if _, err := s.commands.Enqueue(ctx, target, cmd); err != nil {
 		s.log.Error("queue restore command", "restore_id", r.ID, "client_id", target, "err", err)
-		if _, ferr := s.store.FinishRestore(context.WithoutCancel(ctx), r.ID, metadb.RestoreFinish{State: coffer.JobFailed,
+		if failed, ferr := s.store.FinishRestore(context.WithoutCancel(ctx), r.ID, metadb.RestoreFinish{State: coffer.JobFailed,
 			Error: "the server could not queue the restore for the client's agent"}); ferr != nil {
 			s.log.Error("fail unqueued restore", "restore_id", r.ID, "err", ferr)
+		} else {
+			s.finished(ctx, p, failed)
 		}
 		return nil, err
 	}

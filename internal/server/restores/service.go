@@ -37,6 +37,10 @@ type Store interface {
 	RequestRestoreCancel(ctx context.Context, id string) (*coffer.Restore, error)
 	ListRestores(ctx context.Context, f metadb.RestoreFilter) ([]coffer.Restore, error)
 	FailStaleRestores(ctx context.Context, updatedBefore time.Time, reason string) ([]coffer.Restore, error)
+
+	// Deleting records and progress events (delete.go, progress.go).
+	DeleteRestore(ctx context.Context, id string) (*coffer.Restore, error)
+	ClaimRestoreProgressEvent(ctx context.Context, id string, every time.Duration) (bool, error)
 }
 
 // Publisher records events.
@@ -89,6 +93,9 @@ type Options struct {
 	// MaxReadBytes bounds the stored bytes of the blobs of one Read
 	// (default DefaultMaxReadBytes).
 	MaxReadBytes int64
+	// ProgressEvery is the least time between two progress events of one
+	// restore (default 5 seconds).
+	ProgressEvery time.Duration
 }
 
 // Service implements restores.
@@ -102,6 +109,7 @@ type Service struct {
 	now        func() time.Time
 	staleAfter time.Duration
 	maxRead    int64
+	progress   *throttle
 }
 
 // New returns a Service.
@@ -118,6 +126,9 @@ func New(opts Options) *Service {
 	if opts.MaxReadBytes <= 0 {
 		opts.MaxReadBytes = DefaultMaxReadBytes
 	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = 5 * time.Second
+	}
 	return &Service{
 		store:      opts.Store,
 		repos:      opts.Repos,
@@ -128,6 +139,7 @@ func New(opts Options) *Service {
 		now:        opts.Now,
 		staleAfter: opts.StaleAfter,
 		maxRead:    opts.MaxReadBytes,
+		progress:   newThrottle(opts.ProgressEvery),
 	}
 }
 

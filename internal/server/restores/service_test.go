@@ -400,7 +400,7 @@ func TestRestoreLifecycle(t *testing.T) {
 		_, err = f.svc.Locate(ctx, f.alpha, protocol.LocateRequest{RestoreID: r.ID, IDs: hexIDs[:1]})
 		wantCode(t, err, coffer.KindConflict, "restore_not_running")
 
-		if got := f.rec.codes(); !slices.Equal(got, []string{"restore.requested", "restore.started", "restore.succeeded"}) {
+		if got := f.rec.codes(); !slices.Equal(got, []string{"restore.requested", "restore.started", "restore.progress", "restore.succeeded"}) {
 			t.Errorf("events = %v", got)
 		}
 		list, err := f.svc.List(ctx, metadb.RestoreFilter{ClientID: "alpha", Limit: 10})
@@ -715,6 +715,9 @@ func TestCreateChecks(t *testing.T) {
 		list, err := f.svc.List(f.ctx, metadb.RestoreFilter{States: []coffer.JobState{coffer.JobFailed}, Limit: 10})
 		if err != nil || len(list) != 1 {
 			t.Fatalf("failed restores = %+v, %v", list, err)
+		}
+		if got := f.rec.codes(); got[len(got)-1] != "restore.failed" {
+			t.Fatalf("no failure event for the restore that could not be queued: %v", got)
 		}
 	})
 }
