@@ -140,6 +140,7 @@ func New(opts Options) (*Server, error) {
 	s.registerBackups()
 	s.registerRestores()
 	s.registerPlans()
+	s.registerBrowse()
 
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
