@@ -2,18 +2,21 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/engine/repository/repotest"
 	"github.com/cofferhq/coffer/internal/httpapi/apitest"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/metadb/metadbtest"
+	"github.com/cofferhq/coffer/internal/protocol"
 	"github.com/cofferhq/coffer/internal/server/agents"
 	"github.com/cofferhq/coffer/internal/server/backups"
 	"github.com/cofferhq/coffer/internal/server/plans"
@@ -398,6 +401,39 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	// --- end records
 
+	// --- Browse routes (file, archive, versions): beyond the permission, a
+	// download acts on the backup's client, so an operator who does not own
+	// it is refused. The client is enrolled with the admin's token. ---
+	secret = f.do("POST", "/api/v1/enrollment-tokens", "admin", map[string]any{"name": "browse"}).Want(201).Str("secret")
+	f.tokens["browse"] = f.do("POST", "/api/v1/agent/enroll", "", map[string]any{"token": secret, "hostname": "browse",
+		"os": "linux", "arch": "amd64", "ipv4": []string{}, "ipv6": []string{}, "agent_version": "test"}).Want(201).Str("credential")
+	var start protocol.StartBackupResponse
+	if err := json.Unmarshal(f.do("POST", "/api/v1/agent/backups", "browse", map[string]any{"paths": []string{"/srv"}}).Want(201).Body,
+		&start); err != nil {
+		t.Fatal(err)
+	}
+	root, blobs := bkTree(t, &start)
+	f.do("POST", "/api/v1/agent/blobs?backup_id="+start.Backup.ID, "browse", string(bkFrames(t, blobs...)),
+		"Content-Type", protocol.MediaType).Want(200)
+	f.do("POST", "/api/v1/agent/backups/"+start.Backup.ID+"/commit", "browse", protocol.CommitRequest{RootTree: root.String(),
+		Errors: []coffer.PathError{}, StartedAt: time.Now().UTC()}).Want(200)
+	browse := "/api/v1/backups/" + start.Backup.ID
+	for _, c := range []struct{ route, role, code string }{
+		{"/file?path=b.bin", "viewer", "forbidden"}, {"/file?path=b.bin", "operator", "client_not_owned"},
+		{"/file?path=b.bin", "admin", ""}, {"/file?path=b.bin", "browse", "forbidden"},
+		{"/archive?path=docs&format=zip", "viewer", "forbidden"}, {"/archive?path=docs", "operator", "client_not_owned"},
+		{"/archive?path=docs", "admin", ""}, {"/archive?path=docs", "browse", "forbidden"},
+		{"/versions?path=b.bin", "viewer", ""}, {"/versions?path=b.bin", "operator", ""}, {"/versions?path=b.bin", "browse", "forbidden"},
+		{"/tree?path=docs", "viewer", ""},
+	} {
+		if r := f.do("GET", browse+c.route, c.role, nil); c.code == "" {
+			r.Want(200)
+		} else {
+			r.WantError(403, c.code)
+		}
+	}
+	// --- end of browse routes ---
+
 	for name := range owned {
 		if !seen[name] {
 			t.Errorf("%s is in owned but not a route", name)
@@ -446,5 +482,7 @@ func ownedRoutes(t *testing.T, f *fixture, clientID string) map[string]ownedRout
 		"POST /api/v1/restores":             {"/api/v1/restores", map[string]any{"backup_id": done.ID, "destination": "/r"}},
 		"POST /api/v1/restores/{id}/cancel": {"/api/v1/restores/" + restore.ID + "/cancel", nil},
 		"DELETE /api/v1/restores/{id}":      {"/api/v1/restores/" + restore.ID, nil},
+		"GET /api/v1/backups/{id}/file":     {"/api/v1/backups/" + done.ID + "/file?path=etc/hosts", nil},
+		"GET /api/v1/backups/{id}/archive":  {"/api/v1/backups/" + done.ID + "/archive?path=etc", nil},
 	}
 }

@@ -444,7 +444,7 @@ func TestBackupRoutesAccess(t *testing.T) {
 			}
 		}
 	}
-	if checked != 13 {
-		t.Errorf("checked %d backup routes, want 13", checked)
+	if checked != 16 {
+		t.Errorf("checked %d backup routes, want 16", checked)
 	}
 }

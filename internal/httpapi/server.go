@@ -148,6 +148,7 @@ func New(opts Options) (*Server, error) {
 	s.registerPlans()
 	s.registerAgentPlans()
 	s.registerStorage()
+	s.registerBrowse()
 
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
