@@ -3,8 +3,6 @@ package backups
 import (
 	"context"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/cofferhq/coffer"
 )
@@ -18,10 +16,10 @@ const EventProgress = "backup.progress"
 // store grants the event to one replica an interval; this replica asks it
 // at most once an interval.
 func (s *Service) publishProgress(ctx context.Context, clientID string, b *coffer.Backup) {
-	if !s.progress.due(b.ID, s.now()) {
+	if !s.progress.Due(b.ID, s.now()) {
 		return
 	}
-	ok, err := s.store.ClaimBackupProgressEvent(ctx, b.ID, s.progress.every)
+	ok, err := s.store.ClaimBackupProgressEvent(ctx, b.ID, s.progress.Every())
 	if err != nil {
 		s.log.Warn("claim a backup progress event", "backup_id", b.ID, "err", err)
 		return
@@ -36,39 +34,4 @@ func (s *Service) publishProgress(ctx context.Context, clientID string, b *coffe
 	}
 	msg += fmt.Sprintf(", %d bytes added to the repository.", st.AddedBytes)
 	s.publish(ctx, agentActor(clientID), b, EventProgress, coffer.LevelInfo, "Backup progress", msg)
-}
-
-// throttle spaces out what a replica does per job: due is true at most
-// once an interval for each id.
-type throttle struct {
-	every time.Duration
-
-	mu     sync.Mutex
-	last   map[string]time.Time // id → when due last said true
-	pruned time.Time
-}
-
-func newThrottle(every time.Duration) *throttle {
-	return &throttle{every: every, last: map[string]time.Time{}}
-}
-
-// due reports whether an interval has passed since it last said true for
-// id, and records now if so. Ids not seen for two intervals (jobs that
-// ended) are dropped, once an interval.
-func (t *throttle) due(id string, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if now.Sub(t.pruned) >= t.every {
-		t.pruned = now
-		for k, v := range t.last {
-			if now.Sub(v) >= 2*t.every {
-				delete(t.last, k)
-			}
-		}
-	}
-	if last, ok := t.last[id]; ok && now.Sub(last) < t.every {
-		return false
-	}
-	t.last[id] = now
-	return true
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/retention"
+	"github.com/cofferhq/coffer/internal/server/throttle"
 )
 
 // The retention runner applies each plan's retention policy (package
@@ -46,7 +47,7 @@ type records struct {
 	retentionEvery time.Duration
 	retentionPoll  time.Duration
 	retentionKick  chan struct{} // a plan's backup committed: run the due retention
-	progress       *throttle
+	progress       *throttle.Throttle
 }
 
 // newRecords applies the defaults of opts' RetentionEvery, RetentionPoll
@@ -64,7 +65,7 @@ func newRecords(opts Options) records {
 	if every <= 0 {
 		every = 5 * time.Second
 	}
-	r.progress = newThrottle(every)
+	r.progress = throttle.New(every)
 	return r
 }
 

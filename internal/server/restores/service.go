@@ -20,6 +20,7 @@ import (
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/protocol"
 	"github.com/cofferhq/coffer/internal/server/repos"
+	"github.com/cofferhq/coffer/internal/server/throttle"
 )
 
 // Store is the part of the metadata store the service uses. Errors:
@@ -109,7 +110,7 @@ type Service struct {
 	now        func() time.Time
 	staleAfter time.Duration
 	maxRead    int64
-	progress   *throttle
+	progress   *throttle.Throttle
 }
 
 // New returns a Service.
@@ -139,7 +140,7 @@ func New(opts Options) *Service {
 		now:        opts.Now,
 		staleAfter: opts.StaleAfter,
 		maxRead:    opts.MaxReadBytes,
-		progress:   newThrottle(opts.ProgressEvery),
+		progress:   throttle.New(opts.ProgressEvery),
 	}
 }
 
