@@ -369,8 +369,7 @@ func (s *Server) registerVersions() {
 		Description: "The path in every committed (succeeded or partial) backup of the plan that made this backup — for an " +
 			"ad-hoc backup, in every ad-hoc backup of its client — newest first, cursor-paginated: backup id, time, state " +
 			"and type, and the entry's type, size, modification time and content hash. Backups that do not hold the path " +
-			"are listed with present false. A page may hold fewer items than page_size while has_next_page is true " +
-			"(a client's backups are scanned for ad-hoc ones at most 2000 a page).",
+			"are listed with present false.",
 		Errors: []int{http.StatusNotFound},
 	}, func(ctx context.Context, in *versionsIn) (*struct{ Body *Page[Version] }, error) {
 		var after *metadb.Keyset

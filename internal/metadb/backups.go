@@ -190,6 +190,7 @@ type Keyset struct {
 type BackupFilter struct {
 	ClientID string
 	PlanID   string
+	AdHoc    bool // only backups of no plan
 	States   []coffer.JobState
 	Since    time.Time // created at or after
 	Until    time.Time // created before
@@ -206,6 +207,9 @@ func (db *DB) ListBackups(ctx context.Context, f BackupFilter) ([]coffer.Backup,
 	}
 	if f.PlanID != "" {
 		w.add("plan_id = " + w.arg(f.PlanID))
+	}
+	if f.AdHoc {
+		w.add("plan_id = ''")
 	}
 	w.states(f.States)
 	if !f.Since.IsZero() {

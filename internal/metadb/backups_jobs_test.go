@@ -355,6 +355,8 @@ func TestListBackups(t *testing.T) {
 			{"all", metadb.BackupFilter{}, func(coffer.Backup) bool { return true }},
 			{"client", metadb.BackupFilter{ClientID: "c2"}, func(b coffer.Backup) bool { return b.ClientID == "c2" }},
 			{"plan", metadb.BackupFilter{PlanID: "p1"}, func(b coffer.Backup) bool { return b.PlanID == "p1" }},
+			{"ad hoc of a client", metadb.BackupFilter{ClientID: "c1", AdHoc: true},
+				func(b coffer.Backup) bool { return b.ClientID == "c1" && b.PlanID == "" }},
 			{"states", metadb.BackupFilter{States: []coffer.JobState{coffer.JobRunning, coffer.JobCanceled}},
 				func(b coffer.Backup) bool { return b.State == coffer.JobRunning || b.State == coffer.JobCanceled }},
 			{"client and state", metadb.BackupFilter{ClientID: "c1", States: []coffer.JobState{coffer.JobQueued}},

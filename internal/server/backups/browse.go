@@ -441,13 +441,6 @@ type Version struct {
 	Error string
 }
 
-// Versions scan limits: an ad-hoc backup's versions are the client's
-// backups without a plan, filtered from all its backups a chunk at a time.
-const (
-	versionScanChunk = 200
-	versionScanMax   = 2000
-)
-
 // committedStates are the states of backups that have a snapshot.
 var committedStates = []coffer.JobState{coffer.JobSucceeded, coffer.JobPartial}
 
@@ -456,9 +449,7 @@ var committedStates = []coffer.JobState{coffer.JobSucceeded, coffer.JobPartial}
 // client's backups without a plan — newest first: at most limit of them
 // after the keyset position after (nil: from the newest). A backup that
 // does not hold p is listed with Present false, so that a file's deletion
-// and return show. next is the position to continue from, nil at the end;
-// a page may hold fewer than limit versions while next is set (the scan of
-// a client's backups for ad-hoc ones stops after 2000 backups).
+// and return show. next is the position to continue from, nil at the end.
 func (s *Service) Versions(ctx context.Context, id, p string, after *metadb.Keyset, limit int) (versions []Version, next *metadb.Keyset, err error) {
 	elems, err := splitPath(p)
 	if err != nil {
@@ -469,7 +460,7 @@ func (s *Service) Versions(ctx context.Context, id, p string, after *metadb.Keys
 		return nil, nil, err
 	}
 	limit = max(limit, 1)
-	bs, next, err := s.siblings(ctx, b, after, limit, versionScanChunk, versionScanMax)
+	bs, next, err := s.siblings(ctx, b, after, limit)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -485,48 +476,22 @@ func (s *Service) Versions(ctx context.Context, id, p string, after *metadb.Keys
 }
 
 // siblings returns a page of the committed backups of b's plan (or of its
-// client's ad-hoc backups, when b has no plan), newest first. Ad-hoc
-// backups are picked from the client's backups read chunk at a time, at
-// most maxScan of them a page.
-func (s *Service) siblings(ctx context.Context, b *coffer.Backup, after *metadb.Keyset, limit, chunk, maxScan int) ([]coffer.Backup, *metadb.Keyset, error) {
-	if b.PlanID != "" {
-		bs, err := s.store.ListBackups(ctx, metadb.BackupFilter{PlanID: b.PlanID, States: committedStates, After: after, Limit: limit + 1})
-		if err != nil {
-			return nil, nil, err
-		}
-		if len(bs) <= limit {
-			return bs, nil, nil
-		}
-		bs = bs[:limit]
-		return bs, keysetOf(&bs[limit-1]), nil
+// client's ad-hoc backups, when b has no plan), newest first, and the
+// position of the next page (nil at the end).
+func (s *Service) siblings(ctx context.Context, b *coffer.Backup, after *metadb.Keyset, limit int) ([]coffer.Backup, *metadb.Keyset, error) {
+	f := metadb.BackupFilter{PlanID: b.PlanID, States: committedStates, After: after, Limit: limit + 1}
+	if b.PlanID == "" {
+		f.ClientID, f.AdHoc = b.ClientID, true
 	}
-	var out []coffer.Backup
-	cur, scanned := after, 0
-	for {
-		rows, err := s.store.ListBackups(ctx, metadb.BackupFilter{ClientID: b.ClientID, States: committedStates, After: cur,
-			Limit: chunk})
-		if err != nil {
-			return nil, nil, err
-		}
-		for i := range rows {
-			r := &rows[i]
-			if r.PlanID != "" {
-				cur, scanned = keysetOf(r), scanned+1
-				continue
-			}
-			if len(out) == limit {
-				return out, keysetOf(&out[limit-1]), nil
-			}
-			out = append(out, *r)
-			cur, scanned = keysetOf(r), scanned+1
-		}
-		if len(rows) < chunk {
-			return out, nil, nil
-		}
-		if scanned >= maxScan {
-			return out, cur, nil
-		}
+	bs, err := s.store.ListBackups(ctx, f)
+	if err != nil {
+		return nil, nil, err
 	}
+	if len(bs) <= limit {
+		return bs, nil, nil
+	}
+	bs = bs[:limit]
+	return bs, keysetOf(&bs[limit-1]), nil
 }
 
 func keysetOf(b *coffer.Backup) *metadb.Keyset {

@@ -459,25 +459,23 @@ func TestVersions(t *testing.T) {
 		if err != nil || !slices.Equal(ids(vs), []string{adhoc2.ID, adhoc1.ID}) || vs[0].ContentHash != vs4Hash(t, e, v4) {
 			t.Fatalf("ad-hoc versions = %v, %v", ids(vs), err)
 		}
-		// Scanning the client's backups a few at a time.
-		for _, scan := range [][2]int{{1, 1}, {1, 3}, {2, 2}, {3, 100}} {
-			var got []string
-			var after *metadb.Keyset
-			for range 20 {
-				bs, next, err := e.svc.siblings(ctx, adhoc1, after, 1, scan[0], scan[1])
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, b := range bs {
-					got = append(got, b.ID)
-				}
-				if after = next; next == nil {
-					break
-				}
+		// Paging through them one at a time.
+		var got []string
+		var after *metadb.Keyset
+		for range 20 {
+			bs, next, err := e.svc.siblings(ctx, adhoc1, after, 1)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if !slices.Equal(got, []string{adhoc2.ID, adhoc1.ID}) {
-				t.Fatalf("scan %v: %v", scan, got)
+			for _, b := range bs {
+				got = append(got, b.ID)
 			}
+			if after = next; next == nil {
+				break
+			}
+		}
+		if !slices.Equal(got, []string{adhoc2.ID, adhoc1.ID}) {
+			t.Fatalf("paging ad-hoc versions: %v", got)
 		}
 
 		_, _, err = e.svc.Versions(ctx, "nope", "x", nil, 10)
