@@ -14,20 +14,23 @@ const (
 // Client is an enrolled machine. Its credential is shown once, at
 // enrollment; only its SHA-256 is stored.
 type Client struct {
-	ID             string
-	Name           string
-	Hostname       string
-	OS             string
-	Arch           string
-	IPv4           []string
-	IPv6           []string
-	AgentVersion   string
-	OwnerID        string // the user who created the enrollment token ("" if none)
-	Status         ClientStatus
-	LastSeenAt     *time.Time
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-	CredentialHash string // never leaves the server
+	ID           string
+	Name         string
+	Hostname     string
+	OS           string
+	Arch         string
+	IPv4         []string
+	IPv6         []string
+	AgentVersion string
+	// CommandsAllowed is false when its agent refuses plans' pre and post
+	// commands (coffer agent run --allow-commands=false).
+	CommandsAllowed bool
+	OwnerID         string // the user who created the enrollment token ("" if none)
+	Status          ClientStatus
+	LastSeenAt      *time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	CredentialHash  string // never leaves the server
 }
 
 // ClientInfo is what an agent reports about its machine, at enrollment
@@ -39,6 +42,9 @@ type ClientInfo struct {
 	IPv4         []string
 	IPv6         []string
 	AgentVersion string
+	// CommandsAllowed is the agent's --allow-commands setting (true when
+	// it did not say).
+	CommandsAllowed bool
 }
 
 // EnrollmentToken lets one agent enroll, once, before it expires. Only its

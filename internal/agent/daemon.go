@@ -131,7 +131,10 @@ func (d *daemon) heartbeats(ctx context.Context) error {
 	interval := defaultHeartbeat
 	failures := 0
 	for {
-		req := protocol.HeartbeatRequest{MachineInfo: machineInfo(a.opts.Version), RunningJobs: firstN(a.jobs.ids(), 100)}
+		mi := machineInfo(a.opts.Version)
+		allowed := !a.opts.RefuseCommands
+		mi.CommandsAllowed = &allowed
+		req := protocol.HeartbeatRequest{MachineInfo: mi, RunningJobs: firstN(a.jobs.ids(), 100)}
 		hctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		resp, err := a.api.Heartbeat(hctx, req)
 		cancel()

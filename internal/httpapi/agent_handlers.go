@@ -27,7 +27,9 @@ type Client struct {
 	IPv4         []string `json:"ipv4"`
 	IPv6         []string `json:"ipv6"`
 	AgentVersion string   `json:"agent_version"`
-	OwnerID      string   `json:"owner_id" doc:"The user who may run its backups and restore onto it besides admins: at first the creator of its enrollment token; empty if none."`
+	// CommandsAllowed is the agent's --allow-commands setting.
+	CommandsAllowed bool   `json:"commands_allowed" doc:"Whether its agent runs plans' pre and post commands (false: started with --allow-commands=false; such plans' backups fail)."`
+	OwnerID         string `json:"owner_id" doc:"The user who may run its backups and restore onto it besides admins: at first the creator of its enrollment token; empty if none."`
 	// OwnerUsername is set in the single-client answers only.
 	OwnerUsername *string    `json:"owner_username,omitempty" doc:"The owner's username; only in GET and PATCH /api/v1/clients/{id}, empty if none."`
 	Status        string     `json:"status" enum:"online,offline" doc:"offline once heartbeats stop arriving."`
@@ -38,7 +40,7 @@ type Client struct {
 
 func toClient(c *coffer.Client) Client {
 	return Client{ID: c.ID, Name: c.Name, Hostname: c.Hostname, OS: c.OS, Arch: c.Arch,
-		IPv4: orEmpty(c.IPv4), IPv6: orEmpty(c.IPv6), AgentVersion: c.AgentVersion, OwnerID: c.OwnerID,
+		IPv4: orEmpty(c.IPv4), IPv6: orEmpty(c.IPv6), AgentVersion: c.AgentVersion, CommandsAllowed: c.CommandsAllowed, OwnerID: c.OwnerID,
 		Status: string(c.Status), LastSeenAt: c.LastSeenAt, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
 }
 

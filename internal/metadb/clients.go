@@ -115,13 +115,14 @@ func (db *DB) refuseEnrollment(ctx context.Context, q queryer, tokenHash string,
 }
 
 const clientColumns = `id, name, hostname, os, arch, ipv4, ipv6, agent_version, owner_id, status, credential_hash,
-	last_seen_at, created_at, updated_at`
+	last_seen_at, created_at, updated_at, commands_allowed`
 
 func scanClient(row rowScanner) (*coffer.Client, error) {
 	var c coffer.Client
 	var owner sql.NullString
 	err := row.Scan(&c.ID, &c.Name, &c.Hostname, &c.OS, &c.Arch, jsonList[string]{&c.IPv4}, jsonList[string]{&c.IPv6},
-		&c.AgentVersion, &owner, &c.Status, &c.CredentialHash, nullUTC{&c.LastSeenAt}, utc{&c.CreatedAt}, utc{&c.UpdatedAt})
+		&c.AgentVersion, &owner, &c.Status, &c.CredentialHash, nullUTC{&c.LastSeenAt}, utc{&c.CreatedAt}, utc{&c.UpdatedAt},
+		&c.CommandsAllowed)
 	if err != nil {
 		return nil, err
 	}
@@ -134,9 +135,10 @@ func nameKey(name string) string { return strings.ToLower(name) }
 
 func insertClient(ctx context.Context, q queryer, c *coffer.Client) error {
 	_, err := q.ExecContext(ctx, `INSERT INTO clients (`+clientColumns+`, name_key)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		c.ID, c.Name, c.Hostname, c.OS, c.Arch, jsonArg[string](c.IPv4), jsonArg[string](c.IPv6), c.AgentVersion,
-		nullString(c.OwnerID), c.Status, c.CredentialHash, tsPtr(c.LastSeenAt), c.CreatedAt, c.UpdatedAt, nameKey(c.Name))
+		nullString(c.OwnerID), c.Status, c.CredentialHash, tsPtr(c.LastSeenAt), c.CreatedAt, c.UpdatedAt, c.CommandsAllowed,
+		nameKey(c.Name))
 	switch {
 	case isUniqueViolation(err):
 		return coffer.Errorf(coffer.KindConflict, "client_credential_taken",
@@ -312,9 +314,9 @@ func (db *DB) RecordHeartbeat(ctx context.Context, id string, info coffer.Client
 		wasOffline = status != coffer.ClientOnline
 		now := db.now()
 		_, err = tx.ExecContext(ctx, `UPDATE clients SET hostname = $2, os = $3, arch = $4, ipv4 = $5, ipv6 = $6,
-			agent_version = $7, status = $8, last_seen_at = $9, updated_at = $9 WHERE id = $1`,
+			agent_version = $7, status = $8, last_seen_at = $9, updated_at = $9, commands_allowed = $10 WHERE id = $1`,
 			id, info.Hostname, info.OS, info.Arch, jsonArg[string](info.IPv4), jsonArg[string](info.IPv6),
-			info.AgentVersion, coffer.ClientOnline, now)
+			info.AgentVersion, coffer.ClientOnline, now, info.CommandsAllowed)
 		if err != nil {
 			return fmt.Errorf("record heartbeat: %w", err)
 		}

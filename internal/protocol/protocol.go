@@ -29,6 +29,9 @@ type MachineInfo struct {
 	IPv4         []string `json:"ipv4" maxItems:"64"`
 	IPv6         []string `json:"ipv6" maxItems:"64"`
 	AgentVersion string   `json:"agent_version" maxLength:"64"`
+	// CommandsAllowed is the agent's --allow-commands setting; absent
+	// (enrollment, older agents) means allowed.
+	CommandsAllowed *bool `json:"commands_allowed,omitempty" doc:"Whether the agent runs plans' pre and post commands (--allow-commands); absent means it does."`
 }
 
 // EnrollRequest is the body of POST /api/v1/agent/enroll.

@@ -341,6 +341,20 @@ func TestOfflineAfterMissedHeartbeats(t *testing.T) {
 		if got := e.ev.codes(); len(got) != 0 {
 			t.Errorf("second heartbeat published %v", got)
 		}
+
+		// An agent that never said allows commands; one that refuses
+		// them says so with each heartbeat.
+		if !c.CommandsAllowed {
+			t.Error("a client whose agent did not report --allow-commands shows commands refused")
+		}
+		refuse := false
+		hb.CommandsAllowed = &refuse
+		if _, err := e.svc.Heartbeat(ctx, res.Client.ID, hb); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := e.svc.GetClient(ctx, res.Client.ID); c.CommandsAllowed {
+			t.Error("a heartbeat with commands_allowed false left the client allowing commands")
+		}
 	})
 }
 

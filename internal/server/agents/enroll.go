@@ -67,7 +67,7 @@ func (s *Service) Enroll(ctx context.Context, req protocol.EnrollRequest) (*prot
 	}
 	credential, hash := auth.NewSecret(protocol.CredentialPrefix)
 	c := &coffer.Client{Name: name, Hostname: info.Hostname, OS: info.OS, Arch: info.Arch, IPv4: info.IPv4, IPv6: info.IPv6,
-		AgentVersion: info.AgentVersion, CredentialHash: hash}
+		AgentVersion: info.AgentVersion, CommandsAllowed: info.CommandsAllowed, CredentialHash: hash}
 	if _, err := s.store.EnrollClient(ctx, auth.HashSecret(req.Token), c); err != nil {
 		return nil, err
 	}
@@ -114,7 +114,8 @@ func (s *Service) heartbeatSeconds() int {
 
 // clientInfo checks what an agent reports about its machine.
 func clientInfo(m protocol.MachineInfo) (coffer.ClientInfo, error) {
-	info := coffer.ClientInfo{Hostname: strings.TrimSpace(m.Hostname), OS: m.OS, Arch: m.Arch, AgentVersion: m.AgentVersion}
+	info := coffer.ClientInfo{Hostname: strings.TrimSpace(m.Hostname), OS: m.OS, Arch: m.Arch, AgentVersion: m.AgentVersion,
+		CommandsAllowed: m.CommandsAllowed == nil || *m.CommandsAllowed}
 	if info.Hostname == "" {
 		return info, invalidField("hostname", "the agent must report its machine's hostname")
 	}
