@@ -284,8 +284,13 @@ func jobOutcome(j *coffer.RepositoryJob, res *coffer.MaintenanceResult, busy boo
 // Maintain fails the repository jobs whose replica stopped recording its
 // heartbeat for JobStaleAfter — it crashed or lost the database — so that
 // none stays running forever and the next one can start. The server calls
-// it periodically; several replicas may.
+// it periodically; several replicas may. It also drops the open
+// repositories another replica changed or deleted (Refresh).
 func (s *Service) Maintain(ctx context.Context) error {
+	return errors.Join(s.failStaleJobs(ctx), s.Refresh(ctx))
+}
+
+func (s *Service) failStaleJobs(ctx context.Context) error {
 	reason := fmt.Sprintf("the server running it sent no heartbeat for %v: it stopped, crashed or lost the database", s.opts.JobStaleAfter)
 	stale, err := s.store.FailStaleRepositoryJobs(ctx, s.now().Add(-s.opts.JobStaleAfter), reason)
 	if err != nil {

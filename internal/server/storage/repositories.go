@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -462,6 +463,9 @@ func (s *Service) DeleteRepository(ctx context.Context, p *coffer.Principal, id 
 // repository (reopened on next use) and its quota figures.
 func (s *Service) forget(id string) {
 	s.set.Drop(id)
+	s.openedMu.Lock()
+	delete(s.opened, id)
+	s.openedMu.Unlock()
 	s.quotaMu.Lock()
 	delete(s.quota, id)
 	s.quotaMu.Unlock()
@@ -503,5 +507,61 @@ func (s *Service) Open(ctx context.Context, id string) (*repository.Repository, 
 		return nil, coffer.Errorf(coffer.KindConflict, "repository_not_there",
 			"%s now holds repository %s, not “%s” (%s)", at, repo.Config().ID, r.Name, id).With("location", at)
 	}
+	s.openedMu.Lock()
+	s.opened[id] = fingerprint(loc)
+	s.openedMu.Unlock()
 	return repo, nil
+}
+
+// Refresh drops the open repositories whose record another replica
+// changed (new credentials, an edited endpoint) or deleted since this one
+// opened them, so that the next use opens them with their current
+// settings — or finds them gone. The replica that makes a change drops its
+// own copy at once; Refresh, run with the maintenance, brings the others
+// along.
+func (s *Service) Refresh(ctx context.Context) error {
+	s.openedMu.Lock()
+	opened := make(map[string][32]byte, len(s.opened))
+	for id, fp := range s.opened {
+		opened[id] = fp
+	}
+	s.openedMu.Unlock()
+	var errs []error
+	for id, fp := range opened {
+		r, err := s.store.GetRepository(ctx, id)
+		if coffer.IsKind(err, coffer.KindNotFound) {
+			s.log.Info("repository deleted on another server: closing it here", "repository_id", id)
+			s.forget(id)
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		loc, _, err := s.reach(ctx, r)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if fingerprint(loc) != fp {
+			s.log.Info("repository settings changed on another server: reopening it on next use", "repository_id", id)
+			s.forget(id)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// fingerprint identifies where and with what credentials loc reaches its
+// storage. The credentials go into the hash only: the fingerprint holds no
+// secret.
+func fingerprint(loc Location) [32]byte {
+	var b strings.Builder
+	if loc.S3 == nil {
+		fmt.Fprintf(&b, "local\x00%s", loc.Path)
+	} else {
+		c := loc.S3
+		fmt.Fprintf(&b, "s3\x00%s\x00%t\x00%s\x00%s\x00%s\x00%s\x00%s\x00%d", c.Endpoint, c.UseTLS, c.Region, c.Bucket,
+			c.Prefix, c.AccessKey, c.SecretKey, c.Addressing)
+	}
+	return sha256.Sum256([]byte(b.String()))
 }

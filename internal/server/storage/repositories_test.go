@@ -341,3 +341,34 @@ func TestOpenRefusesAMovedRepository(t *testing.T) {
 		wantCode(t, err, "repository_not_there")
 	})
 }
+
+// TestRefreshFollowsOtherReplicas: a repository deleted through another
+// replica is closed here by the maintenance, instead of staying usable
+// until a restart.
+func TestRefreshFollowsOtherReplicas(t *testing.T) {
+	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
+		e := newEnv(t, db)
+		other := newEnv(t, db) // a second replica over the same database
+		ctx := context.Background()
+		r := e.createLocal("shared", e.dir())
+		if _, err := e.svc.Repos().Get(ctx, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		// Unchanged: still open, not reopened.
+		before, _ := e.svc.Repos().Get(ctx, r.ID)
+		if err := e.svc.Maintain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if again, err := e.svc.Repos().Get(ctx, r.ID); err != nil || again != before {
+			t.Fatalf("an unchanged repository was reopened (%v)", err)
+		}
+		if _, err := other.svc.DeleteRepository(ctx, other.admin, r.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.Maintain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.svc.Repos().Get(ctx, r.ID)
+		wantCode(t, err, "repository_not_found")
+	})
+}

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/cofferhq/coffer/internal/engine/blobstore/s3"
 )
 
 func TestSealCredentials(t *testing.T) {
@@ -66,5 +68,36 @@ func TestCredentialsNeverPrinted(t *testing.T) {
 		if strings.Contains(out, "very-secret") || strings.Contains(out, "AKIAEXAMPLE") {
 			t.Errorf("printed: %s", out)
 		}
+	}
+}
+
+// TestFingerprint: a change of any setting that reaches the storage —
+// the secret key included — changes the fingerprint.
+func TestFingerprint(t *testing.T) {
+	base := s3.Config{Endpoint: "s3.lan:9000", UseTLS: true, Region: "eu", Bucket: "b", Prefix: "p", AccessKey: "a",
+		SecretKey: "s", Addressing: s3.AddressingPath}
+	fp := fingerprint(Location{S3: &base})
+	same := base
+	if fingerprint(Location{S3: &same}) != fp {
+		t.Fatal("equal settings, different fingerprints")
+	}
+	for name, change := range map[string]func(*s3.Config){
+		"endpoint":   func(c *s3.Config) { c.Endpoint = "s3.lan:9001" },
+		"tls":        func(c *s3.Config) { c.UseTLS = false },
+		"region":     func(c *s3.Config) { c.Region = "us" },
+		"bucket":     func(c *s3.Config) { c.Bucket = "c" },
+		"prefix":     func(c *s3.Config) { c.Prefix = "q" },
+		"access key": func(c *s3.Config) { c.AccessKey = "b" },
+		"secret key": func(c *s3.Config) { c.SecretKey = "t" },
+		"addressing": func(c *s3.Config) { c.Addressing = s3.AddressingVirtualHost },
+	} {
+		c := base
+		change(&c)
+		if fingerprint(Location{S3: &c}) == fp {
+			t.Errorf("a new %s kept the fingerprint", name)
+		}
+	}
+	if fingerprint(Location{Path: "/a"}) == fingerprint(Location{Path: "/b"}) {
+		t.Error("two directories, one fingerprint")
 	}
 }

@@ -117,6 +117,11 @@ type Service struct {
 
 	quotaMu sync.Mutex
 	quota   map[string]*quotaState
+
+	// opened holds, per repository this replica opened, a fingerprint of
+	// the settings it was opened with (see Refresh).
+	openedMu sync.Mutex
+	opened   map[string][32]byte
 }
 
 // New returns a Service. It fails when the master key is not 32 bytes.
@@ -162,7 +167,7 @@ func New(opts Options) (*Service, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	s := &Service{store: opts.Store, master: opts.MasterKey, sealer: sl, index: opts.Index, events: opts.Events,
 		log: opts.Logger, now: opts.Now, opts: opts,
-		runCtx: runCtx, cancelRun: cancel, quota: map[string]*quotaState{}}
+		runCtx: runCtx, cancelRun: cancel, quota: map[string]*quotaState{}, opened: map[string][32]byte{}}
 	s.set = repos.New(opts.Default, s.Open)
 	return s, nil
 }
