@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: build run test test-short lint fmt clean bench
+.PHONY: build run test test-short lint fmt clean bench web-vendor
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/coffer
@@ -15,7 +15,7 @@ build:
 run: build
 	./$(BIN) server
 
-## test: start the services the tests need (PostgreSQL, an S3 server) and run every test with the race detector
+## test: start the services the tests need (PostgreSQL, an S3 server; Chromium installed if missing) and run every test with the race detector
 test:
 	scripts/test.sh
 
@@ -31,6 +31,10 @@ bench: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+## web-vendor: refetch htmx and its SSE extension from npm into web/static/vendor (never run by build or test)
+web-vendor:
+	scripts/web-vendor.sh
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

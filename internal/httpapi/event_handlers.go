@@ -183,6 +183,9 @@ type stream struct {
 	classes               []coffer.Level
 	last                  int64 // id of the newest event handled (sent or filtered out)
 	authorization, cookie string
+	// frame encodes one event as an SSE frame; nil is the API's JSON
+	// (the UI's stream sends rendered HTML instead).
+	frame func(*coffer.Event) ([]byte, error)
 }
 
 // run streams until the client leaves, the server shuts down, a write
@@ -265,12 +268,25 @@ func (st *stream) live(ctx context.Context, sub eventSubscription, heartbeat <-c
 }
 
 func (st *stream) send(e *coffer.Event) error {
-	data, err := json.Marshal(toEvent(e))
+	encode := st.frame
+	if encode == nil {
+		encode = jsonFrame
+	}
+	b, err := encode(e)
 	if err != nil {
 		return err
 	}
 	st.last = e.ID
-	return st.write(fmt.Appendf(nil, "id: %d\ndata: %s\n\n", e.ID, data))
+	return st.write(b)
+}
+
+// jsonFrame is the API stream's frame: the event's id and its JSON.
+func jsonFrame(e *coffer.Event) ([]byte, error) {
+	data, err := json.Marshal(toEvent(e))
+	if err != nil {
+		return nil, err
+	}
+	return fmt.Appendf(nil, "id: %d\ndata: %s\n\n", e.ID, data), nil
 }
 
 // write sends one chunk with a fresh write deadline, so the server's write

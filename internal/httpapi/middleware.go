@@ -199,7 +199,7 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // routeOrError sends requests the mux has no route for to an error envelope:
 // 405 with an Allow header when the path exists under another method, 404
-// otherwise.
+// otherwise — except page loads outside /api, which get the UI's page.
 func (s *Server) routeOrError(w http.ResponseWriter, r *http.Request) {
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
@@ -214,6 +214,10 @@ func (s *Server) routeOrError(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, &APIError{status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
 			Detail:   fmt.Sprintf("%s is not allowed on %s: use %s", r.Method, r.URL.Path, allow),
 			Metadata: map[string]any{"allowed": strings.Split(allow, ", ")}})
+		return
+	}
+	if uiOwns(r) {
+		s.uiNotFound(w, r)
 		return
 	}
 	writeError(w, r, coffer.Errorf(coffer.KindNotFound, "route_not_found",

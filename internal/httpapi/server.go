@@ -99,6 +99,7 @@ type Server struct {
 	handler  http.Handler
 	patterns []string
 	openapi  func() ([]byte, error)
+	ui       *uiServer
 }
 
 // New builds the server and registers every route.
@@ -149,6 +150,9 @@ func New(opts Options) (*Server, error) {
 	s.registerAgentPlans()
 	s.registerStorage()
 	s.registerBrowse()
+	if err := s.registerUI(); err != nil {
+		return nil, err
+	}
 
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
