@@ -230,6 +230,7 @@ func printWelcome(g *globals, baseURL, admin string, created bool, generated str
 	} else if created {
 		fmt.Fprintf(w, "\n  First start: created the admin account %q with the password you gave.\n", admin)
 	}
+	fmt.Fprintf(w, "\n  Web UI:  %s/\n", baseURL)
 	fmt.Fprintf(w, "\n  Log in:  curl -s -X POST %s/api/v1/auth/login -H 'Content-Type: application/json' \\\n", baseURL)
 	fmt.Fprintf(w, "             -d '{\"username\":\"%s\",\"password\":\"…\"}'\n  API:     %s/api/v1/openapi.json\n\n", admin, baseURL)
 }
