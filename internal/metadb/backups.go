@@ -240,13 +240,7 @@ func (db *DB) FailStaleBackups(ctx context.Context, updatedBefore time.Time, rea
 // reason, and returns them newest first. Each backup is returned by one
 // call only, even when several replicas run it at once.
 func (db *DB) FailQueuedBackups(ctx context.Context, createdBefore time.Time, reason string) ([]coffer.Backup, error) {
-	rows, err := queryAll(ctx, db.sql, scanBackup, `UPDATE backups SET state = $1, error_message = $2, finished_at = $3, updated_at = $3
-		WHERE state = $4 AND created_at < $5 RETURNING `+backupColumns,
-		coffer.JobFailed, reason, db.now(), coffer.JobQueued, ts(createdBefore))
-	if err != nil {
-		return nil, fmt.Errorf("fail queued backups: %w", err)
-	}
-	return sortNewestFirst(deref(rows), backupJobs.key), nil
+	return backupJobs.failQueued(ctx, db, createdBefore, reason)
 }
 
 // newJobState checks the state of a job being created: queued (the

@@ -88,3 +88,17 @@ func (t jobTable[T]) failStale(ctx context.Context, db *DB, updatedBefore time.T
 	}
 	return sortNewestFirst(deref(rows), t.key), nil
 }
+
+// failQueued fails every job still queued that was created before
+// createdBefore (its agent never came to run it), with error reason, and
+// returns them newest first. Each job is returned by one call only, even
+// when several replicas sweep at once.
+func (t jobTable[T]) failQueued(ctx context.Context, db *DB, createdBefore time.Time, reason string) ([]T, error) {
+	rows, err := queryAll(ctx, db.sql, t.scan, `UPDATE `+t.table+` SET state = $1, error_message = $2, finished_at = $3, updated_at = $3
+		WHERE state = $4 AND created_at < $5 RETURNING `+t.columns,
+		coffer.JobFailed, reason, db.now(), coffer.JobQueued, ts(createdBefore))
+	if err != nil {
+		return nil, fmt.Errorf("fail queued %s: %w", t.table, err)
+	}
+	return sortNewestFirst(deref(rows), t.key), nil
+}

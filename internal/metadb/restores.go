@@ -160,3 +160,11 @@ func (db *DB) ListRestores(ctx context.Context, f RestoreFilter) ([]coffer.Resto
 func (db *DB) FailStaleRestores(ctx context.Context, updatedBefore time.Time, reason string) ([]coffer.Restore, error) {
 	return restoreJobs.failStale(ctx, db, updatedBefore, reason)
 }
+
+// FailQueuedRestores fails every restore still queued that was created
+// before createdBefore (its target's agent never came to run it), with
+// Error reason, and returns them newest first. Each restore is returned by
+// one call only, even when several replicas run it at once.
+func (db *DB) FailQueuedRestores(ctx context.Context, createdBefore time.Time, reason string) ([]coffer.Restore, error) {
+	return restoreJobs.failQueued(ctx, db, createdBefore, reason)
+}

@@ -38,6 +38,7 @@ type Store interface {
 	RequestRestoreCancel(ctx context.Context, id string) (*coffer.Restore, error)
 	ListRestores(ctx context.Context, f metadb.RestoreFilter) ([]coffer.Restore, error)
 	FailStaleRestores(ctx context.Context, updatedBefore time.Time, reason string) ([]coffer.Restore, error)
+	FailQueuedRestores(ctx context.Context, createdBefore time.Time, reason string) ([]coffer.Restore, error)
 
 	// Deleting records and progress events (delete.go, progress.go).
 	DeleteRestore(ctx context.Context, id string) (*coffer.Restore, error)
@@ -91,6 +92,11 @@ type Options struct {
 	// StaleAfter is how long a running restore may go without a progress
 	// report before Maintain fails it (default 10 min).
 	StaleAfter time.Duration
+	// QueuedTTL is how long a restore may wait queued for its target's
+	// agent, which may be offline, before Maintain fails it (default 7
+	// days, the agents' default command retention: after that its command
+	// is gone and it could never start).
+	QueuedTTL time.Duration
 	// MaxReadBytes bounds the stored bytes of the blobs of one Read
 	// (default DefaultMaxReadBytes).
 	MaxReadBytes int64
@@ -109,6 +115,7 @@ type Service struct {
 	log        *slog.Logger
 	now        func() time.Time
 	staleAfter time.Duration
+	queuedTTL  time.Duration
 	maxRead    int64
 	progress   *throttle.Throttle
 }
@@ -127,6 +134,9 @@ func New(opts Options) *Service {
 	if opts.MaxReadBytes <= 0 {
 		opts.MaxReadBytes = DefaultMaxReadBytes
 	}
+	if opts.QueuedTTL <= 0 {
+		opts.QueuedTTL = 7 * 24 * time.Hour
+	}
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = 5 * time.Second
 	}
@@ -139,6 +149,7 @@ func New(opts Options) *Service {
 		log:        opts.Logger,
 		now:        opts.Now,
 		staleAfter: opts.StaleAfter,
+		queuedTTL:  opts.QueuedTTL,
 		maxRead:    opts.MaxReadBytes,
 		progress:   throttle.New(opts.ProgressEvery),
 	}
@@ -163,7 +174,9 @@ func (s *Service) publish(ctx context.Context, actor *coffer.Principal, r *coffe
 }
 
 // Maintain fails the running restores whose agent stopped reporting
-// progress StaleAfter ago. The server calls it periodically.
+// progress StaleAfter ago, and the restores that waited queued for
+// QueuedTTL (a restore to an offline client waits for it until then). The
+// server calls it periodically; several replicas may.
 func (s *Service) Maintain(ctx context.Context) error {
 	reason := "the agent stopped reporting progress for " + s.staleAfter.String() +
 		": the restore was marked failed; run it again"
@@ -174,6 +187,17 @@ func (s *Service) Maintain(ctx context.Context) error {
 	for i := range stale {
 		r := &stale[i]
 		s.log.Warn("restore failed: no progress from its agent", "restore_id", r.ID, "client_id", r.TargetClientID)
+		s.publish(ctx, nil, r, coffer.LevelError, "restore.failed", "Restore failed",
+			"Restore "+r.ID+" of backup "+r.BackupID+" failed: "+reason+".")
+	}
+	reason = fmt.Sprintf("the target client's agent did not start it within %v of it being queued: it was offline or lost the command; run it again", s.queuedTTL)
+	expired, err := s.store.FailQueuedRestores(ctx, s.now().Add(-s.queuedTTL), reason)
+	if err != nil {
+		return fmt.Errorf("fail expired queued restores: %w", err)
+	}
+	for i := range expired {
+		r := &expired[i]
+		s.log.Warn("restore failed: never started", "restore_id", r.ID, "client_id", r.TargetClientID)
 		s.publish(ctx, nil, r, coffer.LevelError, "restore.failed", "Restore failed",
 			"Restore "+r.ID+" of backup "+r.BackupID+" failed: "+reason+".")
 	}

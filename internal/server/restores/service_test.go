@@ -655,6 +655,36 @@ func TestStaleRestoresFail(t *testing.T) {
 	})
 }
 
+// TestQueuedRestoresExpire: a restore to an offline client waits queued
+// (Maintain leaves it alone) until QueuedTTL, then fails.
+func TestQueuedRestoresExpire(t *testing.T) {
+	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
+		f := newFixture(t, db)
+		r, err := f.svc.Create(f.ctx, f.operator, Request{BackupID: f.backup.ID, Destination: "/r"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.clock.Advance(6 * 24 * time.Hour)
+		if err := f.svc.Maintain(f.ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := f.svc.Get(f.ctx, r.ID); got.State != coffer.JobQueued {
+			t.Fatalf("after 6 days: restore is %s, want queued", got.State)
+		}
+		f.clock.Advance(24*time.Hour + time.Hour)
+		if err := f.svc.Maintain(f.ctx); err != nil {
+			t.Fatal(err)
+		}
+		got, err := f.svc.Get(f.ctx, r.ID)
+		if err != nil || got.State != coffer.JobFailed || !strings.Contains(got.Error, "did not start it within") {
+			t.Fatalf("restore queued past the TTL = %+v, %v", got, err)
+		}
+		if codes := f.rec.codes(); codes[len(codes)-1] != "restore.failed" {
+			t.Errorf("events = %v", codes)
+		}
+	})
+}
+
 func TestCreateChecks(t *testing.T) {
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newFixture(t, db)
