@@ -80,25 +80,24 @@ func (t jobTable[T]) cancel(ctx context.Context, db *DB, id string) (*T, error) 
 // Each job is returned by one call only, even when several replicas sweep
 // at once.
 func (t jobTable[T]) failStale(ctx context.Context, db *DB, updatedBefore time.Time, reason string) ([]T, error) {
-	rows, err := queryAll(ctx, db.sql, t.scan, `UPDATE `+t.table+` SET state = $1, error_message = $2, finished_at = $3, updated_at = $3
-		WHERE state = $4 AND updated_at < $5 RETURNING `+t.columns,
-		coffer.JobFailed, reason, db.now(), coffer.JobRunning, ts(updatedBefore))
-	if err != nil {
-		return nil, fmt.Errorf("fail stale %s: %w", t.table, err)
-	}
-	return sortNewestFirst(deref(rows), t.key), nil
+	return t.failOlder(ctx, db, coffer.JobRunning, "updated_at", updatedBefore, reason)
 }
 
 // failQueued fails every job still queued that was created before
 // createdBefore (its agent never came to run it), with error reason, and
-// returns them newest first. Each job is returned by one call only, even
-// when several replicas sweep at once.
+// returns them newest first, each by one call only.
 func (t jobTable[T]) failQueued(ctx context.Context, db *DB, createdBefore time.Time, reason string) ([]T, error) {
+	return t.failOlder(ctx, db, coffer.JobQueued, "created_at", createdBefore, reason)
+}
+
+// failOlder fails the jobs in state whose column (a timestamp) is before
+// before, in one conditional update, and returns them newest first.
+func (t jobTable[T]) failOlder(ctx context.Context, db *DB, state coffer.JobState, column string, before time.Time, reason string) ([]T, error) {
 	rows, err := queryAll(ctx, db.sql, t.scan, `UPDATE `+t.table+` SET state = $1, error_message = $2, finished_at = $3, updated_at = $3
-		WHERE state = $4 AND created_at < $5 RETURNING `+t.columns,
-		coffer.JobFailed, reason, db.now(), coffer.JobQueued, ts(createdBefore))
+		WHERE state = $4 AND `+column+` < $5 RETURNING `+t.columns,
+		coffer.JobFailed, reason, db.now(), state, ts(before))
 	if err != nil {
-		return nil, fmt.Errorf("fail queued %s: %w", t.table, err)
+		return nil, fmt.Errorf("fail %s %s: %w", state, t.table, err)
 	}
 	return sortNewestFirst(deref(rows), t.key), nil
 }
