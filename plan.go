@@ -23,8 +23,10 @@ type Plan struct {
 	// may set them, and an agent may refuse them.
 	PreCommands  []string
 	PostCommands []string
-	Retention    Retention
-	Compression  string // off, fastest, default, better, best
+	// CommandTimeout bounds each command (0 = the server's default).
+	CommandTimeout time.Duration
+	Retention      Retention
+	Compression    string // off, fastest, default, better, best
 	// FullEvery makes every Nth backup re-read every file (0 = never).
 	FullEvery     int
 	OneFileSystem bool

@@ -38,30 +38,31 @@ type RetentionInput struct {
 
 // Plan is a backup plan on the wire.
 type Plan struct {
-	ID            string     `json:"id"`
-	Name          string     `json:"name"`
-	Group         string     `json:"group"`
-	ClientID      string     `json:"client_id"`
-	RepositoryID  string     `json:"repository_id"`
-	Schedule      string     `json:"schedule" doc:"Cron expression (Quartz style with seconds, 5-field, or @daily-style); empty when the plan runs only by hand."`
-	Timezone      string     `json:"timezone" doc:"IANA time zone the schedule runs in; empty for UTC."`
-	StartAt       *time.Time `json:"start_at" nullable:"true" doc:"The schedule fires no earlier than this."`
-	EndAt         *time.Time `json:"end_at" nullable:"true" doc:"The schedule fires no later than this."`
-	Include       []string   `json:"include" doc:"Absolute paths to back up."`
-	Exclude       []string   `json:"exclude" doc:"Gitignore-style patterns."`
-	PreCommands   []string   `json:"pre_commands" doc:"Commands the agent runs before the backup (set by admins only)."`
-	PostCommands  []string   `json:"post_commands" doc:"Commands the agent runs after the backup (set by admins only)."`
-	Retention     Retention  `json:"retention"`
-	Compression   string     `json:"compression" enum:"off,fastest,default,better,best"`
-	FullEvery     int        `json:"full_every" doc:"Every Nth backup re-reads every file; 0 = never."`
-	OneFileSystem bool       `json:"one_file_system"`
-	Enabled       bool       `json:"enabled"`
-	CreatedBy     string     `json:"created_by" doc:"The user who created it; empty if that user was deleted."`
-	CreatedAt     time.Time  `json:"created_at"`
-	UpdatedAt     time.Time  `json:"updated_at"`
-	NextFireAt    *time.Time `json:"next_fire_at" nullable:"true" readOnly:"true" doc:"When the scheduler fires the plan next; null when it will not (disabled, run by hand only, past end_at, client deleted) or has not yet caught up with a change (within seconds). Shown by get and list."`
-	LastFiredAt   *time.Time `json:"last_fired_at" nullable:"true" readOnly:"true" doc:"When the scheduler last handled a due fire of the plan; null if never. Shown by get and list."`
-	LastFire      string     `json:"last_fire_outcome" readOnly:"true" enum:",fired,skipped,failed" doc:"What came of that fire: fired (its backup was queued), skipped (a backup of the plan was still queued or running), failed (see the plan.fire_failed event); empty if never."`
+	ID                    string     `json:"id"`
+	Name                  string     `json:"name"`
+	Group                 string     `json:"group"`
+	ClientID              string     `json:"client_id"`
+	RepositoryID          string     `json:"repository_id"`
+	Schedule              string     `json:"schedule" doc:"Cron expression (Quartz style with seconds, 5-field, or @daily-style); empty when the plan runs only by hand."`
+	Timezone              string     `json:"timezone" doc:"IANA time zone the schedule runs in; empty for UTC."`
+	StartAt               *time.Time `json:"start_at" nullable:"true" doc:"The schedule fires no earlier than this."`
+	EndAt                 *time.Time `json:"end_at" nullable:"true" doc:"The schedule fires no later than this."`
+	Include               []string   `json:"include" doc:"Absolute paths to back up."`
+	Exclude               []string   `json:"exclude" doc:"Gitignore-style patterns."`
+	PreCommands           []string   `json:"pre_commands" doc:"Commands the agent runs before the backup (set by admins only)."`
+	PostCommands          []string   `json:"post_commands" doc:"Commands the agent runs after the backup (set by admins only)."`
+	CommandTimeoutSeconds int        `json:"command_timeout_seconds" doc:"How long each command may run; 0 = the server's default (10 minutes)."`
+	Retention             Retention  `json:"retention"`
+	Compression           string     `json:"compression" enum:"off,fastest,default,better,best"`
+	FullEvery             int        `json:"full_every" doc:"Every Nth backup re-reads every file; 0 = never."`
+	OneFileSystem         bool       `json:"one_file_system"`
+	Enabled               bool       `json:"enabled"`
+	CreatedBy             string     `json:"created_by" doc:"The user who created it; empty if that user was deleted."`
+	CreatedAt             time.Time  `json:"created_at"`
+	UpdatedAt             time.Time  `json:"updated_at"`
+	NextFireAt            *time.Time `json:"next_fire_at" nullable:"true" readOnly:"true" doc:"When the scheduler fires the plan next; null when it will not (disabled, run by hand only, past end_at, client deleted) or has not yet caught up with a change (within seconds). Shown by get and list."`
+	LastFiredAt           *time.Time `json:"last_fired_at" nullable:"true" readOnly:"true" doc:"When the scheduler last handled a due fire of the plan; null if never. Shown by get and list."`
+	LastFire              string     `json:"last_fire_outcome" readOnly:"true" enum:",fired,skipped,failed" doc:"What came of that fire: fired (its backup was queued), skipped (a backup of the plan was still queued or running), failed (see the plan.fire_failed event); empty if never."`
 }
 
 // PlanFirings reads the scheduler's state of plans (*metadb.DB): the
@@ -110,6 +111,7 @@ func toPlan(p *coffer.Plan) Plan {
 		Schedule: p.Schedule, Timezone: p.Timezone, StartAt: p.StartAt, EndAt: p.EndAt,
 		Include: backupList(p.Include), Exclude: backupList(p.Exclude),
 		PreCommands: backupList(p.PreCommands), PostCommands: backupList(p.PostCommands),
+		CommandTimeoutSeconds: int(p.CommandTimeout / time.Second),
 		Retention: Retention{KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly,
 			KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly, KeepWithin: formatDuration(r.KeepWithin), HoldDays: r.HoldDays},
 		Compression: p.Compression, FullEvery: p.FullEvery, OneFileSystem: p.OneFileSystem, Enabled: p.Enabled,
@@ -118,30 +120,32 @@ func toPlan(p *coffer.Plan) Plan {
 
 // PlanInput is the body of POST /api/v1/plans and PUT /api/v1/plans/{id}.
 type PlanInput struct {
-	Name          string          `json:"name" minLength:"1" maxLength:"400" doc:"1 to 100 characters, unique regardless of letter case."`
-	Group         string          `json:"group,omitempty" maxLength:"400" doc:"Up to 100 characters."`
-	ClientID      string          `json:"client_id" minLength:"1" maxLength:"64"`
-	RepositoryID  string          `json:"repository_id,omitempty" maxLength:"64" doc:"Empty for the server's default repository; otherwise the id of a repository (GET /api/v1/repositories)."`
-	Schedule      string          `json:"schedule,omitempty" maxLength:"256" doc:"Cron expression: Quartz style with seconds and ? (0 0 2 * * ?), standard 5-field, or @daily, @hourly, @every 6h…; empty to run only by hand."`
-	Timezone      string          `json:"timezone,omitempty" maxLength:"64" doc:"IANA time zone of the schedule, e.g. Europe/Berlin; empty for UTC."`
-	StartAt       *time.Time      `json:"start_at,omitempty" doc:"The schedule fires no earlier than this."`
-	EndAt         *time.Time      `json:"end_at,omitempty" doc:"The schedule fires no later than this; after start_at."`
-	Include       []string        `json:"include" minItems:"1" maxItems:"1000" doc:"Absolute, clean paths on the client."`
-	Exclude       []string        `json:"exclude,omitempty" maxItems:"10000" doc:"Gitignore-style patterns, each up to 4096 bytes."`
-	PreCommands   []string        `json:"pre_commands,omitempty" maxItems:"20" doc:"Setting or changing them requires the manage permission (403 commands_need_admin); send them back unchanged to edit the rest."`
-	PostCommands  []string        `json:"post_commands,omitempty" maxItems:"20" doc:"As pre_commands."`
-	Retention     *RetentionInput `json:"retention,omitempty"`
-	Compression   string          `json:"compression,omitempty" enum:"off,fastest,default,better,best" doc:"Default fastest."`
-	FullEvery     int             `json:"full_every,omitempty" minimum:"0"`
-	OneFileSystem bool            `json:"one_file_system,omitempty"`
-	Enabled       *bool           `json:"enabled,omitempty" doc:"Default true on create; unchanged when omitted on update."`
+	Name                  string          `json:"name" minLength:"1" maxLength:"400" doc:"1 to 100 characters, unique regardless of letter case."`
+	Group                 string          `json:"group,omitempty" maxLength:"400" doc:"Up to 100 characters."`
+	ClientID              string          `json:"client_id" minLength:"1" maxLength:"64"`
+	RepositoryID          string          `json:"repository_id,omitempty" maxLength:"64" doc:"Empty for the server's default repository; otherwise the id of a repository (GET /api/v1/repositories)."`
+	Schedule              string          `json:"schedule,omitempty" maxLength:"256" doc:"Cron expression: Quartz style with seconds and ? (0 0 2 * * ?), standard 5-field, or @daily, @hourly, @every 6h…; empty to run only by hand."`
+	Timezone              string          `json:"timezone,omitempty" maxLength:"64" doc:"IANA time zone of the schedule, e.g. Europe/Berlin; empty for UTC."`
+	StartAt               *time.Time      `json:"start_at,omitempty" doc:"The schedule fires no earlier than this."`
+	EndAt                 *time.Time      `json:"end_at,omitempty" doc:"The schedule fires no later than this; after start_at."`
+	Include               []string        `json:"include" minItems:"1" maxItems:"1000" doc:"Absolute, clean paths on the client."`
+	Exclude               []string        `json:"exclude,omitempty" maxItems:"10000" doc:"Gitignore-style patterns, each up to 4096 bytes."`
+	PreCommands           []string        `json:"pre_commands,omitempty" maxItems:"20" doc:"Setting or changing them requires the manage permission (403 commands_need_admin); send them back unchanged to edit the rest."`
+	PostCommands          []string        `json:"post_commands,omitempty" maxItems:"20" doc:"As pre_commands."`
+	CommandTimeoutSeconds int             `json:"command_timeout_seconds,omitempty" minimum:"0" maximum:"86400" doc:"How long each command may run, in seconds; 0 or omitted = the server's default (10 minutes). Like the commands, only admins may set or change it."`
+	Retention             *RetentionInput `json:"retention,omitempty"`
+	Compression           string          `json:"compression,omitempty" enum:"off,fastest,default,better,best" doc:"Default fastest."`
+	FullEvery             int             `json:"full_every,omitempty" minimum:"0"`
+	OneFileSystem         bool            `json:"one_file_system,omitempty"`
+	Enabled               *bool           `json:"enabled,omitempty" doc:"Default true on create; unchanged when omitted on update."`
 }
 
 func (in *PlanInput) spec() (plans.Spec, error) {
 	s := plans.Spec{Name: in.Name, Group: in.Group, ClientID: in.ClientID, RepositoryID: in.RepositoryID,
 		Schedule: in.Schedule, Timezone: in.Timezone, StartAt: in.StartAt, EndAt: in.EndAt, Include: in.Include,
 		Exclude: in.Exclude, PreCommands: in.PreCommands, PostCommands: in.PostCommands, Compression: in.Compression,
-		FullEvery: in.FullEvery, OneFileSystem: in.OneFileSystem, Enabled: in.Enabled}
+		CommandTimeout: time.Duration(in.CommandTimeoutSeconds) * time.Second,
+		FullEvery:      in.FullEvery, OneFileSystem: in.OneFileSystem, Enabled: in.Enabled}
 	if r := in.Retention; r != nil {
 		s.Retention = coffer.Retention{KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily,
 			KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly, HoldDays: r.HoldDays}

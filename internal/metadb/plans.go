@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cofferhq/coffer"
 	"github.com/oklog/ulid/v2"
@@ -13,19 +14,21 @@ import (
 
 const planColumns = `id, name, group_name, client_id, repository_id, schedule, timezone, start_at, end_at,
 	include_paths, exclude_patterns, pre_commands, post_commands, retention, compression, full_every, one_fs,
-	enabled, created_by, created_at, updated_at`
+	enabled, created_by, created_at, updated_at, command_timeout_seconds`
 
 func scanPlan(row rowScanner) (*coffer.Plan, error) {
 	var p coffer.Plan
 	var createdBy sql.NullString
+	var timeoutSeconds int64
 	err := row.Scan(&p.ID, &p.Name, &p.Group, &p.ClientID, &p.RepositoryID, &p.Schedule, &p.Timezone,
 		nullUTC{&p.StartAt}, nullUTC{&p.EndAt}, planList{&p.Include}, planList{&p.Exclude},
 		planList{&p.PreCommands}, planList{&p.PostCommands}, jsonObject{&p.Retention}, &p.Compression,
-		&p.FullEvery, &p.OneFileSystem, &p.Enabled, &createdBy, utc{&p.CreatedAt}, utc{&p.UpdatedAt})
+		&p.FullEvery, &p.OneFileSystem, &p.Enabled, &createdBy, utc{&p.CreatedAt}, utc{&p.UpdatedAt}, &timeoutSeconds)
 	if err != nil {
 		return nil, err
 	}
 	p.CreatedBy = createdBy.String
+	p.CommandTimeout = time.Duration(timeoutSeconds) * time.Second
 	return &p, nil
 }
 
@@ -53,6 +56,7 @@ func (s planList) Scan(v any) error {
 // microsecond precision, lists empty rather than nil.
 func normalizePlan(p *coffer.Plan) {
 	p.StartAt, p.EndAt = tsPtr(p.StartAt), tsPtr(p.EndAt)
+	p.CommandTimeout = p.CommandTimeout.Truncate(time.Second)
 	for _, l := range []*[]string{&p.Include, &p.Exclude, &p.PreCommands, &p.PostCommands} {
 		if *l == nil {
 			*l = []string{}
@@ -81,11 +85,12 @@ func (db *DB) CreatePlan(ctx context.Context, p *coffer.Plan) error {
 	out.ID = ulid.Make().String()
 	out.CreatedAt, out.UpdatedAt = now, now
 	_, err := db.sql.ExecContext(ctx, `INSERT INTO plans (`+planColumns+`, name_key)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`,
 		out.ID, out.Name, out.Group, out.ClientID, out.RepositoryID, out.Schedule, out.Timezone, out.StartAt, out.EndAt,
 		jsonArg[string](out.Include), jsonArg[string](out.Exclude), jsonArg[string](out.PreCommands),
 		jsonArg[string](out.PostCommands), jsonValue{out.Retention}, out.Compression, out.FullEvery, out.OneFileSystem,
-		out.Enabled, nullString(out.CreatedBy), out.CreatedAt, out.UpdatedAt, nameKey(out.Name))
+		out.Enabled, nullString(out.CreatedBy), out.CreatedAt, out.UpdatedAt, int64(out.CommandTimeout/time.Second),
+		nameKey(out.Name))
 	switch {
 	case isUniqueViolation(err):
 		return errPlanNameTaken(out.Name)
@@ -159,12 +164,12 @@ func (db *DB) UpdatePlan(ctx context.Context, p *coffer.Plan) error {
 	got, err := scanPlan(db.sql.QueryRowContext(ctx, `UPDATE plans SET name = $2, name_key = $3, group_name = $4,
 		client_id = $5, repository_id = $6, schedule = $7, timezone = $8, start_at = $9, end_at = $10,
 		include_paths = $11, exclude_patterns = $12, pre_commands = $13, post_commands = $14, retention = $15,
-		compression = $16, full_every = $17, one_fs = $18, enabled = $19, updated_at = $20
+		compression = $16, full_every = $17, one_fs = $18, enabled = $19, updated_at = $20, command_timeout_seconds = $21
 		WHERE id = $1 RETURNING `+planColumns,
 		in.ID, in.Name, nameKey(in.Name), in.Group, in.ClientID, in.RepositoryID, in.Schedule, in.Timezone,
 		in.StartAt, in.EndAt, jsonArg[string](in.Include), jsonArg[string](in.Exclude),
 		jsonArg[string](in.PreCommands), jsonArg[string](in.PostCommands), jsonValue{in.Retention},
-		in.Compression, in.FullEvery, in.OneFileSystem, in.Enabled, db.now()))
+		in.Compression, in.FullEvery, in.OneFileSystem, in.Enabled, db.now(), int64(in.CommandTimeout/time.Second)))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return errPlanNotFound(in.ID)

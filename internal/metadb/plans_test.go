@@ -20,6 +20,7 @@ func fullPlan(name, createdBy string) *coffer.Plan {
 		Schedule: "0 30 2 * * *", Timezone: "Europe/Berlin", StartAt: &start,
 		Include: []string{"/etc", "/home"}, Exclude: []string{"*.tmp", "node_modules/"},
 		PreCommands: []string{"pg_dump -f /var/backups/db.sql"}, PostCommands: []string{"rm /var/backups/db.sql"},
+		CommandTimeout: 90 * time.Second,
 		Retention: coffer.Retention{KeepLast: 3, KeepHourly: 24, KeepDaily: 7, KeepWeekly: 4, KeepMonthly: 12,
 			KeepYearly: 5, KeepWithin: 36*time.Hour + 1, HoldDays: 30},
 		Compression: "better", FullEvery: 10, OneFileSystem: true, Enabled: true, CreatedBy: createdBy,

@@ -36,7 +36,11 @@ func (s *Service) withPlan(ctx context.Context, b *coffer.Backup, resp *protocol
 	job := &resp.Backup
 	job.PreCommands, job.PostCommands = pl.PreCommands, pl.PostCommands
 	if len(pl.PreCommands) > 0 || len(pl.PostCommands) > 0 {
-		job.CommandTimeoutSeconds = max(1, int(s.cmdTimeout.Seconds()))
+		timeout := s.cmdTimeout
+		if pl.CommandTimeout > 0 {
+			timeout = pl.CommandTimeout
+		}
+		job.CommandTimeoutSeconds = max(1, int(timeout.Seconds()))
 	}
 	if _, err := blob.ParseCompression(pl.Compression); pl.Compression != "" && err != nil {
 		// Plans are validated when stored: this is a plan written by a

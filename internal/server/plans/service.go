@@ -109,22 +109,25 @@ func New(opts Options) *Service {
 
 // Spec is what a person says about a plan when creating or replacing it.
 type Spec struct {
-	Name          string
-	Group         string
-	ClientID      string
-	RepositoryID  string // "" = the default repository
-	Schedule      string // "" = run by hand only
-	Timezone      string // IANA name; "" = UTC
-	StartAt       *time.Time
-	EndAt         *time.Time
-	Include       []string
-	Exclude       []string
-	PreCommands   []string
-	PostCommands  []string
-	Retention     coffer.Retention
-	Compression   string // "" = DefaultCompression
-	FullEvery     int
-	OneFileSystem bool
+	Name         string
+	Group        string
+	ClientID     string
+	RepositoryID string // "" = the default repository
+	Schedule     string // "" = run by hand only
+	Timezone     string // IANA name; "" = UTC
+	StartAt      *time.Time
+	EndAt        *time.Time
+	Include      []string
+	Exclude      []string
+	PreCommands  []string
+	PostCommands []string
+	// CommandTimeout bounds each command (0 = the server's default); like
+	// the commands, only admins may set or change it.
+	CommandTimeout time.Duration
+	Retention      coffer.Retention
+	Compression    string // "" = DefaultCompression
+	FullEvery      int
+	OneFileSystem  bool
 	// Enabled nil means true on create and unchanged on update.
 	Enabled *bool
 }
@@ -166,12 +169,15 @@ func commandsNeedAdmin() error {
 		With("required_permission", string(coffer.PermManage))
 }
 
-func hasCommands(spec *Spec) bool { return len(spec.PreCommands) > 0 || len(spec.PostCommands) > 0 }
+func hasCommands(spec *Spec) bool {
+	return len(spec.PreCommands) > 0 || len(spec.PostCommands) > 0 || spec.CommandTimeout != 0
+}
 
 func apply(pl *coffer.Plan, spec *Spec) {
 	pl.Name, pl.Group, pl.ClientID, pl.RepositoryID = spec.Name, spec.Group, spec.ClientID, spec.RepositoryID
 	pl.Schedule, pl.Timezone, pl.StartAt, pl.EndAt = spec.Schedule, spec.Timezone, utc(spec.StartAt), utc(spec.EndAt)
 	pl.Include, pl.Exclude = orEmpty(spec.Include), orEmpty(spec.Exclude)
+	pl.CommandTimeout = spec.CommandTimeout
 	pl.PreCommands, pl.PostCommands = orEmpty(spec.PreCommands), orEmpty(spec.PostCommands)
 	pl.Retention, pl.Compression, pl.FullEvery, pl.OneFileSystem = spec.Retention, spec.Compression, spec.FullEvery, spec.OneFileSystem
 	if spec.Enabled != nil {
@@ -253,7 +259,8 @@ func (s *Service) Update(ctx context.Context, p *coffer.Principal, id string, sp
 			return nil, err
 		}
 	}
-	cmdsChanged := !slices.Equal(old.PreCommands, spec.PreCommands) || !slices.Equal(old.PostCommands, spec.PostCommands)
+	cmdsChanged := !slices.Equal(old.PreCommands, spec.PreCommands) || !slices.Equal(old.PostCommands, spec.PostCommands) ||
+		old.CommandTimeout != spec.CommandTimeout
 	if cmdsChanged && !p.Can(coffer.PermManage) {
 		return nil, commandsNeedAdmin()
 	}

@@ -140,8 +140,15 @@ func validate(spec *Spec) (*time.Location, error) {
 	if spec.FullEvery < 0 {
 		return nil, invalid("full_every", "invalid_full_every", "full_every must not be negative (got %d)", spec.FullEvery)
 	}
+	if t := spec.CommandTimeout; t != 0 && (t < time.Second || t > MaxCommandTimeout || t%time.Second != 0) {
+		return nil, invalid("command_timeout_seconds", "invalid_command_timeout",
+			"the command timeout must be whole seconds from 1 s to %v, or 0 for the server's default (got %v)", MaxCommandTimeout, t)
+	}
 	return loc, nil
 }
+
+// MaxCommandTimeout is the longest a plan may let each of its commands run.
+const MaxCommandTimeout = 24 * time.Hour
 
 func hasControl(s string) bool {
 	return strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0
