@@ -92,11 +92,8 @@ func backupProgress(p agent.Progress) jobProgress {
 	if st.AddedBytes > 0 {
 		note = "added " + formatBytes(st.AddedBytes)
 	}
-	if st.ErrorCount > 0 {
-		note += fmt.Sprintf("  %s errors", formatCount(st.ErrorCount))
-	}
 	return jobProgress{Files: st.Files, TotalFiles: st.TotalFiles, Bytes: done, TotalBytes: st.TotalBytes,
-		Note: note, CurrentPath: p.CurrentPath, Elapsed: p.Elapsed, Stats: st}
+		Note: progressNote(note, st.ErrorCount), CurrentPath: p.CurrentPath, Elapsed: p.Elapsed, Stats: st}
 }
 
 // backupSummary is a backup's outcome: the last JSON line of --json, and
@@ -128,29 +125,13 @@ func newBackupSummary(res *agent.BackupResult, failure string) *backupSummary {
 
 // exit is the command's outcome: nil for success, else the exit code.
 func (s *backupSummary) exit() error {
-	code := exitCode(s.State)
-	if code == exitSucceeded {
-		return nil
-	}
-	return &exitStatus{Code: code, Reason: fmt.Sprintf("backup %s %s", s.BackupID, s.State)}
+	return jobExit("backup", s.BackupID, s.State)
 }
 
 // writeText prints the summary for a person.
 func (s *backupSummary) writeText(w io.Writer) {
 	st := s.Stats
-	verb := "in"
-	if s.State != coffer.JobSucceeded && s.State != coffer.JobPartial {
-		verb = "after"
-	}
-	fmt.Fprintf(w, "Backup %s %s %s %s", s.BackupID, s.State, verb, formatDuration(s.duration))
-	if s.Error != "" {
-		fmt.Fprintf(w, ": %s", s.Error)
-	}
-	fmt.Fprintln(w, ".")
-	fmt.Fprintln(w)
-	row := func(label, format string, args ...any) {
-		fmt.Fprintf(w, "  %-13s%s\n", label, fmt.Sprintf(format, args...))
-	}
+	row := writeSummaryHead(w, "Backup "+s.BackupID, s.State, s.duration, s.Error)
 	row("Files", "%s: %s new, %s changed, %s unchanged", formatCount(st.Files),
 		formatCount(st.FilesNew), formatCount(st.FilesChanged), formatCount(st.FilesUnchanged))
 	row("Directories", "%s", formatCount(st.Dirs))

@@ -131,11 +131,8 @@ func restoreProgress(p agent.RestoreProgress) jobProgress {
 	if st.Skipped > 0 {
 		note = formatCount(st.Skipped) + " skipped"
 	}
-	if st.ErrorCount > 0 {
-		note += fmt.Sprintf("  %s errors", formatCount(st.ErrorCount))
-	}
 	return jobProgress{Files: st.Files, TotalFiles: st.TotalFiles, Bytes: st.Bytes, TotalBytes: st.TotalBytes,
-		Note: strings.TrimSpace(note), CurrentPath: p.CurrentPath, Elapsed: p.Elapsed, Stats: st}
+		Note: progressNote(note, st.ErrorCount), CurrentPath: p.CurrentPath, Elapsed: p.Elapsed, Stats: st}
 }
 
 // restoreSummary is a restore's outcome: the last JSON line of --json,
@@ -166,28 +163,12 @@ func newRestoreSummary(res *agent.RestoreResult, req agent.RestoreRequest, failu
 }
 
 func (s *restoreSummary) exit() error {
-	code := exitCode(s.State)
-	if code == exitSucceeded {
-		return nil
-	}
-	return &exitStatus{Code: code, Reason: fmt.Sprintf("restore %s %s", s.RestoreID, s.State)}
+	return jobExit("restore", s.RestoreID, s.State)
 }
 
 func (s *restoreSummary) writeText(w io.Writer) {
 	st := s.Stats
-	verb := "in"
-	if s.State != coffer.JobSucceeded && s.State != coffer.JobPartial {
-		verb = "after"
-	}
-	fmt.Fprintf(w, "Restore %s of backup %s %s %s %s", s.RestoreID, s.BackupID, s.State, verb, formatDuration(s.duration))
-	if s.Error != "" {
-		fmt.Fprintf(w, ": %s", s.Error)
-	}
-	fmt.Fprintln(w, ".")
-	fmt.Fprintln(w)
-	row := func(label, format string, args ...any) {
-		fmt.Fprintf(w, "  %-13s%s\n", label, fmt.Sprintf(format, args...))
-	}
+	row := writeSummaryHead(w, "Restore "+s.RestoreID+" of backup "+s.BackupID, s.State, s.duration, s.Error)
 	row("Target", "%s", quoteName(s.Target))
 	row("Files", "%s (%s)", formatCount(st.Files), formatBytes(st.Bytes))
 	row("Directories", "%s", formatCount(st.Dirs))

@@ -507,6 +507,44 @@ func formatDedup(logical, added uint64) string {
 	return fmt.Sprintf("%.1fx", r)
 }
 
+// progressNote is a job's figures for the status line: figure (may be
+// empty), then the error count when there are errors.
+func progressNote(figure string, errs uint64) string {
+	if errs > 0 {
+		figure = strings.TrimSpace(figure + "  " + formatCount(errs) + " errors")
+	}
+	return figure
+}
+
+// jobExit is a job command's outcome once its summary is out: nil for
+// success, else the exit code.
+func jobExit(kind, id string, state coffer.JobState) error {
+	code := exitCode(state)
+	if code == exitSucceeded {
+		return nil
+	}
+	return &exitStatus{Code: code, Reason: fmt.Sprintf("%s %s %s", kind, id, state)}
+}
+
+// writeSummaryHead prints a text summary's first line — what ended, its
+// state, how long it ran and why it failed — and a blank line, and returns
+// the function that prints one labelled row.
+func writeSummaryHead(w io.Writer, what string, state coffer.JobState, d time.Duration, failure string) func(label, format string, args ...any) {
+	verb := "in"
+	if state != coffer.JobSucceeded && state != coffer.JobPartial {
+		verb = "after"
+	}
+	fmt.Fprintf(w, "%s %s %s %s", what, state, verb, formatDuration(d))
+	if failure != "" {
+		fmt.Fprintf(w, ": %s", failure)
+	}
+	fmt.Fprintln(w, ".")
+	fmt.Fprintln(w)
+	return func(label, format string, args ...any) {
+		fmt.Fprintf(w, "  %-13s%s\n", label, fmt.Sprintf(format, args...))
+	}
+}
+
 // maxListedErrors is how many path errors a text summary lists.
 const maxListedErrors = 20
 

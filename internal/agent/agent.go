@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/apiclient"
 	"github.com/cofferhq/coffer/internal/engine/blob"
 	"github.com/cofferhq/coffer/internal/engine/chunker"
@@ -223,6 +224,30 @@ func stopped(ctx context.Context) (bool, string) {
 // must reach the server even when the job's context was canceled.
 func finalCall(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+}
+
+// recordFailure records on the server (through record) that job id, a
+// backup or a restore as kind says, ended with err: canceled when ctx was
+// canceled, else failed. It returns the job's state and the error for its
+// caller, which names the job.
+func recordFailure(ctx context.Context, log *slog.Logger, kind, id string, err error, errs []coffer.PathError,
+	record func(context.Context, string, protocol.FailRequest) error) (coffer.JobState, error) {
+	canceled, why := stopped(ctx)
+	fail := protocol.FailRequest{State: coffer.JobFailed, Error: truncate(err.Error(), 8192), Errors: firstN(errs, maxPathErrors)}
+	if canceled {
+		fail.State, fail.Error = coffer.JobCanceled, why
+		err = fmt.Errorf("%s %s %s: %w", kind, id, why, context.Canceled)
+		log.Warn(kind+" canceled", "reason", why)
+	} else {
+		log.Error(kind+" failed", "err", err)
+		err = fmt.Errorf("%s %s failed: %w", kind, id, err)
+	}
+	fctx, fcancel := finalCall(ctx)
+	defer fcancel()
+	if ferr := record(fctx, id, fail); ferr != nil {
+		log.Warn("could not record the "+kind+"'s end on the server", "err", ferr)
+	}
+	return fail.State, err
 }
 
 // maxPathErrors is the most errors a commit or finish carries (protocol

@@ -105,23 +105,7 @@ func (a *Agent) Backup(ctx context.Context, req BackupRequest, onProgress func(P
 	}
 
 	// Record the failure, even though ctx may be canceled.
-	canceled, why := stopped(ctx)
-	fail := protocol.FailRequest{State: coffer.JobFailed, Error: truncate(err.Error(), 8192), Errors: firstN(res.Errors, maxPathErrors)}
-	res.State = coffer.JobFailed
-	if canceled {
-		fail.State, fail.Error = coffer.JobCanceled, why
-		res.State = coffer.JobCanceled
-		err = fmt.Errorf("backup %s %s: %w", id, why, context.Canceled)
-		log.Warn("backup canceled", "reason", why)
-	} else {
-		log.Error("backup failed", "err", err)
-		err = fmt.Errorf("backup %s failed: %w", id, err)
-	}
-	fctx, fcancel := finalCall(ctx)
-	defer fcancel()
-	if ferr := a.api.FailBackup(fctx, id, fail); ferr != nil {
-		log.Warn("could not record the backup's end on the server", "err", ferr)
-	}
+	res.State, err = recordFailure(ctx, log, "backup", id, err, res.Errors, a.api.FailBackup)
 	a.cleanup(ctx, hooks, res.State)
 	return finish(err)
 }

@@ -281,7 +281,6 @@ func (r *remoteRepo) ReadBlobs(ctx context.Context, t blob.Type, reqs []reposito
 			if f.Type != t {
 				return deliver(f.ID, nil, fmt.Errorf("read blob %s: the server sent a %s blob, not %s: %w", f.ID.Short(), f.Type, t, blob.ErrCorrupt))
 			}
-			var err error
 			out, err := r.codec.DecodePayload(plain[:0], t, f.ID, f.Payload, f.RawLen)
 			if err != nil {
 				return deliver(f.ID, nil, fmt.Errorf("read blob %s from the server: %w", f.ID.Short(), err))

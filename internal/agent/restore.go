@@ -99,23 +99,7 @@ func (a *Agent) Restore(ctx context.Context, req RestoreRequest, onProgress func
 			"errors", len(res.Errors), "duration", res.Duration.Round(time.Millisecond))
 		return res, nil
 	}
-	canceled, why := stopped(ctx)
-	fail := protocol.FailRequest{State: coffer.JobFailed, Error: truncate(err.Error(), 8192), Errors: firstN(res.Errors, maxPathErrors)}
-	res.State = coffer.JobFailed
-	if canceled {
-		fail.State, fail.Error = coffer.JobCanceled, why
-		res.State = coffer.JobCanceled
-		err = fmt.Errorf("restore %s %s: %w", id, why, context.Canceled)
-		log.Warn("restore canceled", "reason", why)
-	} else {
-		log.Error("restore failed", "err", err)
-		err = fmt.Errorf("restore %s failed: %w", id, err)
-	}
-	fctx, fcancel := finalCall(ctx)
-	defer fcancel()
-	if ferr := a.api.FailRestore(fctx, id, fail); ferr != nil {
-		log.Warn("could not record the restore's end on the server", "err", ferr)
-	}
+	res.State, err = recordFailure(ctx, log, "restore", id, err, res.Errors, a.api.FailRestore)
 	return finish(err)
 }
 

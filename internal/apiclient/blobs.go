@@ -131,8 +131,7 @@ func (c *Client) Blob(ctx context.Context, restoreID string, t blob.Type, id blo
 		if f.Err != "" {
 			return fmt.Errorf("%s: the server could not read the blob: %s", r.op(), f.Err)
 		}
-		f.Payload = slices.Clone(f.Payload)
-		out = f
+		out = f // fr is read no more: its buffer, and so the payload, is ours
 		return nil
 	})
 	return out, err
