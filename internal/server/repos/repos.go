@@ -74,7 +74,9 @@ func (s *Set) Get(ctx context.Context, id string) (*repository.Repository, error
 		e.repo, e.err = s.opener(ctx, id)
 		if e.err != nil {
 			s.mu.Lock()
-			delete(s.open, id)
+			if s.open[id] == e { // not a newer entry, after a Drop or Close
+				delete(s.open, id)
+			}
 			s.mu.Unlock()
 		}
 		close(e.ready)

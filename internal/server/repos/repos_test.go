@@ -3,6 +3,7 @@ package repos_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -73,5 +74,42 @@ func TestOpensOnce(t *testing.T) {
 	}
 	if n := opens.Load(); n != 3 {
 		t.Fatalf("opened %d times after Drop, want 3", n)
+	}
+}
+
+// TestFailedOpenKeepsANewerEntry checks that an open that fails after a
+// Drop does not forget the entry a later Get made meanwhile.
+func TestFailedOpenKeepsANewerEntry(t *testing.T) {
+	def := repotest.New(t, repotest.Options{})
+	other := repotest.New(t, repotest.Options{})
+	id := other.Config().ID
+	var opens atomic.Int32
+	release := make(chan struct{})
+	set := repos.New(def, func(ctx context.Context, _ string) (*repository.Repository, error) {
+		if opens.Add(1) == 1 {
+			<-release
+			return nil, errors.New("storage unreachable")
+		}
+		return other, nil
+	})
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() { _, err := set.Get(ctx, id); first <- err }()
+	for opens.Load() == 0 {
+		runtime.Gosched()
+	}
+	set.Drop(id)
+	if got, err := set.Get(ctx, id); err != nil || got != other {
+		t.Fatalf("Get after Drop = %p, %v", got, err)
+	}
+	close(release)
+	if err := <-first; err == nil {
+		t.Fatal("the failed open returned no error")
+	}
+	if got, err := set.Get(ctx, id); err != nil || got != other {
+		t.Fatalf("Get = %p, %v", got, err)
+	}
+	if n := opens.Load(); n != 2 {
+		t.Fatalf("opened %d times, want 2: the failed open dropped the newer entry", n)
 	}
 }

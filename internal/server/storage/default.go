@@ -44,7 +44,7 @@ func (s *Service) EnsureDefault(ctx context.Context, loc Location) (*coffer.Repo
 func (s *Service) recordDefault(ctx context.Context, loc Location) (*coffer.Repository, error) {
 	cfg := s.set.Default().Config()
 	r := &coffer.Repository{ID: cfg.ID, Name: "Default", Kind: coffer.RepositoryLocal, Path: loc.Path, Encrypted: cfg.Encrypted,
-		Chunker: coffer.ChunkerParams{Algorithm: cfg.Chunker.Algorithm, Min: cfg.Chunker.Min, Avg: cfg.Chunker.Avg, Max: cfg.Chunker.Max}}
+		Chunker: chunkerOf(cfg)}
 	var e *coffer.Endpoint
 	if loc.S3 != nil {
 		var err error

@@ -117,11 +117,15 @@ func truncate(s string) string {
 
 // describeEndpoint names an endpoint in event messages.
 func describeEndpoint(e *coffer.Endpoint) string {
-	scheme := "http"
+	return fmt.Sprintf("endpoint “%s” (%s, %s://%s)", e.DisplayName, e.Type, scheme(e), e.URL)
+}
+
+// scheme is how endpoint e is spoken to: https or http.
+func scheme(e *coffer.Endpoint) string {
 	if e.HTTPS {
-		scheme = "https"
+		return "https"
 	}
-	return fmt.Sprintf("endpoint “%s” (%s, %s://%s)", e.DisplayName, e.Type, scheme, e.URL)
+	return "http"
 }
 
 // CreateEndpoint validates spec and stores it as a new endpoint. It does

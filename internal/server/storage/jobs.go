@@ -298,12 +298,9 @@ func (s *Service) failStaleJobs(ctx context.Context) error {
 	}
 	for i := range stale {
 		j := &stale[i]
-		code := EventVerifyFailed
-		if j.Kind == coffer.JobGC {
-			code = EventGCFailed
-		}
+		level, code, title := jobOutcome(j, &coffer.MaintenanceResult{Error: reason}, false)
 		s.log.Warn("repository job failed: no heartbeat", "job_id", j.ID, "repository_id", j.RepositoryID)
-		s.publish(ctx, nil, repoRef(j.RepositoryID), coffer.LevelError, code, jobTitle(j)+" failed",
+		s.publish(ctx, nil, repoRef(j.RepositoryID), level, code, title,
 			fmt.Sprintf("%s of repository %s (job %s) failed: %s.", capitalize(describeJob(j)), j.RepositoryID, j.ID, reason))
 	}
 	return nil

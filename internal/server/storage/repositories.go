@@ -93,8 +93,8 @@ func (s *Service) validateLocation(ctx context.Context, spec *RepositorySpec) (*
 		if spec.Prefix, err = cleanPrefix(spec.Prefix); err != nil {
 			return nil, err
 		}
-		if c := spec.Credentials; c != nil && (c.AccessKey == "") != (c.SecretKey == "") {
-			return nil, invalid("secret_key", "invalid_credentials", "give both access_key and secret_key, or neither for anonymous access")
+		if err := checkCredentials(spec.Credentials); err != nil {
+			return nil, err
 		}
 		return e, nil
 	}
@@ -103,6 +103,21 @@ func (s *Service) validateLocation(ctx context.Context, spec *RepositorySpec) (*
 			"say where the repository lives: kind local with a path, or kind s3 with endpoint_id and bucket")
 	}
 	return nil, invalid("kind", "invalid_kind", "kind %q is not local or s3", truncate(string(spec.Kind)))
+}
+
+// checkCredentials refuses an access key without its secret, or the
+// reverse; nil (none given) passes.
+func checkCredentials(c *Credentials) error {
+	if c != nil && (c.AccessKey == "") != (c.SecretKey == "") {
+		return invalid("secret_key", "invalid_credentials", "give both access_key and secret_key, or neither for anonymous access")
+	}
+	return nil
+}
+
+// chunkerOf is the chunking parameters of a repository's config, as
+// its record keeps them.
+func chunkerOf(cfg *repository.Config) coffer.ChunkerParams {
+	return coffer.ChunkerParams{Algorithm: cfg.Chunker.Algorithm, Min: cfg.Chunker.Min, Avg: cfg.Chunker.Avg, Max: cfg.Chunker.Max}
 }
 
 func validateQuota(q int64) error {
@@ -131,11 +146,7 @@ func where(r *coffer.Repository, e *coffer.Endpoint) string {
 	if r.Kind != coffer.RepositoryS3 {
 		return "local:" + r.Path
 	}
-	scheme := "http"
-	if e.HTTPS {
-		scheme = "https"
-	}
-	w := "s3:" + scheme + "://" + e.URL + "/" + r.Bucket
+	w := "s3:" + scheme(e) + "://" + e.URL + "/" + r.Bucket
 	if r.Prefix != "" {
 		w += "/" + r.Prefix
 	}
@@ -253,8 +264,7 @@ func (s *Service) CreateRepository(ctx context.Context, p *coffer.Principal, spe
 	if err != nil {
 		return nil, err
 	}
-	r.ID, r.Encrypted = cfg.ID, cfg.Encrypted
-	r.Chunker = coffer.ChunkerParams{Algorithm: cfg.Chunker.Algorithm, Min: cfg.Chunker.Min, Avg: cfg.Chunker.Avg, Max: cfg.Chunker.Max}
+	r.ID, r.Encrypted, r.Chunker = cfg.ID, cfg.Encrypted, chunkerOf(cfg)
 	if r.Credentials, err = s.sealer.seal(r.ID, creds); err != nil {
 		return nil, err
 	}
@@ -404,8 +414,9 @@ func (s *Service) UpdateRepository(ctx context.Context, p *coffer.Principal, id 
 		case old.IsDefault:
 			return nil, coffer.Errorf(coffer.KindConflict, "default_repository_credentials",
 				"the default repository's credentials come from COFFER_S3_ACCESS_KEY and COFFER_S3_SECRET_KEY: change them there and restart the server")
-		case (c.AccessKey == "") != (c.SecretKey == ""):
-			return nil, invalid("secret_key", "invalid_credentials", "give both access_key and secret_key, or neither for anonymous access")
+		}
+		if err := checkCredentials(c); err != nil {
+			return nil, err
 		}
 		if err := s.recheck(ctx, old, nil, c); err != nil {
 			return nil, err
@@ -526,16 +537,23 @@ func (s *Service) Refresh(ctx context.Context) error {
 		opened[id] = fp
 	}
 	s.openedMu.Unlock()
+	if len(opened) == 0 {
+		return nil
+	}
+	all, _, err := s.store.ListRepositories(ctx, metadb.RepositoryFilter{})
+	if err != nil {
+		return err
+	}
+	records := make(map[string]*coffer.Repository, len(all))
+	for i := range all {
+		records[all[i].ID] = &all[i]
+	}
 	var errs []error
 	for id, fp := range opened {
-		r, err := s.store.GetRepository(ctx, id)
-		if coffer.IsKind(err, coffer.KindNotFound) {
+		r, ok := records[id]
+		if !ok {
 			s.log.Info("repository deleted on another server: closing it here", "repository_id", id)
 			s.forget(id)
-			continue
-		}
-		if err != nil {
-			errs = append(errs, err)
 			continue
 		}
 		loc, _, err := s.reach(ctx, r)
