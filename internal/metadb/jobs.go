@@ -44,8 +44,8 @@ func (t jobTable[T]) get(ctx context.Context, db *DB, id string) (*T, error) {
 	return j, nil
 }
 
-// transition runs a conditional UPDATE … RETURNING of one job. When it
-// matches no row, refuse says why from the job as it is.
+// transition runs a conditional UPDATE (or DELETE) … RETURNING of one
+// job. When it matches no row, refuse says why from the job as it is.
 func (t jobTable[T]) transition(ctx context.Context, db *DB, id string, refuse func(*T) error, query string, args ...any) (*T, error) {
 	j, err := t.scan(db.sql.QueryRowContext(ctx, query+` RETURNING `+t.columns, args...))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -56,7 +56,7 @@ func (t jobTable[T]) transition(ctx context.Context, db *DB, id string, refuse f
 		return nil, refuse(cur)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("update %s %s: %w", t.noun, id, err)
+		return nil, fmt.Errorf("change %s %s: %w", t.noun, id, err)
 	}
 	return j, nil
 }

@@ -2,8 +2,6 @@ package metadb
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -40,19 +38,8 @@ func (db *DB) DeleteRestore(ctx context.Context, id string) (*coffer.Restore, er
 // deleteFinished deletes a job in a final state. When none is deleted,
 // active says why from the job as it is (not found is the table's error).
 func (t jobTable[T]) deleteFinished(ctx context.Context, db *DB, id string, active func(*T) error) (*T, error) {
-	j, err := t.scan(db.sql.QueryRowContext(ctx, `DELETE FROM `+t.table+` WHERE id = $1 AND state IN ($2, $3, $4, $5)
-		RETURNING `+t.columns, id, coffer.JobSucceeded, coffer.JobPartial, coffer.JobFailed, coffer.JobCanceled))
-	if errors.Is(err, sql.ErrNoRows) {
-		cur, err := t.get(ctx, db, id)
-		if err != nil {
-			return nil, err
-		}
-		return nil, active(cur)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("delete %s %s: %w", t.noun, id, err)
-	}
-	return j, nil
+	return t.transition(ctx, db, id, active, `DELETE FROM `+t.table+` WHERE id = $1 AND state IN ($2, $3, $4, $5)`,
+		id, coffer.JobSucceeded, coffer.JobPartial, coffer.JobFailed, coffer.JobCanceled)
 }
 
 // RetentionDue returns the backups marked RetentionDue when they committed

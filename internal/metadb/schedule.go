@@ -190,12 +190,9 @@ type FireRecord struct {
 // RecordFire stores what came of the fire of plan k.PlanID claimed with
 // key k. A plan deleted meanwhile is no error.
 func (db *DB) RecordFire(ctx context.Context, k ScheduleKey, r FireRecord) error {
-	set := ""
+	set, args := "", []any{k.PlanID, ts(r.At), r.Outcome, r.BackupID, r.Message, db.now()}
 	if r.Stop {
 		set = ", next_fire_at = CASE WHEN client_id = $7 THEN NULL ELSE next_fire_at END"
-	}
-	args := []any{k.PlanID, ts(r.At), r.Outcome, r.BackupID, r.Message, db.now()}
-	if r.Stop {
 		args = append(args, k.ClientID)
 	}
 	_, err := db.sql.ExecContext(ctx, `UPDATE plan_schedules SET last_fired_at = $2, last_outcome = $3, last_backup_id = $4,

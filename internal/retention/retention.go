@@ -42,30 +42,36 @@ type Policy struct {
 // everything".
 func (p Policy) IsZero() bool { return p == Policy{} }
 
+// rule is one rule of a Policy: its name in the API and its value (for
+// keep_within, the duration).
+type rule struct {
+	name string
+	v    int64
+}
+
+// rules lists every rule of p, in the order they are named.
+func (p Policy) rules() []rule {
+	return []rule{{"keep_last", int64(p.KeepLast)}, {"keep_hourly", int64(p.KeepHourly)}, {"keep_daily", int64(p.KeepDaily)},
+		{"keep_weekly", int64(p.KeepWeekly)}, {"keep_monthly", int64(p.KeepMonthly)}, {"keep_yearly", int64(p.KeepYearly)},
+		{"keep_within", int64(p.KeepWithin)}, {"hold_days", int64(p.HoldDays)}}
+}
+
+// value is r's value as written in events: a count, or a duration.
+func (r rule) value() string {
+	if r.name == "keep_within" {
+		return time.Duration(r.v).String()
+	}
+	return fmt.Sprint(r.v)
+}
+
 // Validate refuses negative values with a KindInvalid error whose "field"
 // metadata names the offending rule. A policy whose rules are all zero except
 // one that keeps nothing is valid: the newest successful backup is still kept.
 func (p Policy) Validate() error {
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{
-		{"keep_last", int64(p.KeepLast)},
-		{"keep_hourly", int64(p.KeepHourly)},
-		{"keep_daily", int64(p.KeepDaily)},
-		{"keep_weekly", int64(p.KeepWeekly)},
-		{"keep_monthly", int64(p.KeepMonthly)},
-		{"keep_yearly", int64(p.KeepYearly)},
-		{"keep_within", int64(p.KeepWithin)},
-		{"hold_days", int64(p.HoldDays)},
-	} {
-		if f.v < 0 {
-			val := fmt.Sprint(f.v)
-			if f.name == "keep_within" {
-				val = p.KeepWithin.String()
-			}
+	for _, r := range p.rules() {
+		if r.v < 0 {
 			return coffer.Errorf(coffer.KindInvalid, "invalid_retention",
-				"retention %s must not be negative (got %s)", f.name, val).With("field", f.name)
+				"retention %s must not be negative (got %s)", r.name, r.value()).With("field", r.name)
 		}
 	}
 	return nil
@@ -76,21 +82,11 @@ func (p Policy) Validate() error {
 // by keep_last=2 keep_daily=7").
 func (p Policy) String() string {
 	var parts []string
-	add := func(name string, v int) {
-		if v != 0 {
-			parts = append(parts, fmt.Sprintf("%s=%d", name, v))
+	for _, r := range p.rules() {
+		if r.v != 0 {
+			parts = append(parts, r.name+"="+r.value())
 		}
 	}
-	add("keep_last", p.KeepLast)
-	add("keep_hourly", p.KeepHourly)
-	add("keep_daily", p.KeepDaily)
-	add("keep_weekly", p.KeepWeekly)
-	add("keep_monthly", p.KeepMonthly)
-	add("keep_yearly", p.KeepYearly)
-	if p.KeepWithin != 0 {
-		parts = append(parts, "keep_within="+p.KeepWithin.String())
-	}
-	add("hold_days", p.HoldDays)
 	if len(parts) == 0 {
 		return "none"
 	}

@@ -44,17 +44,10 @@ func Why(p Policy, d Decision, loc *time.Location) string {
 // "keep_last=2, keep_within=720h0m0s", or "" when it sets none.
 func keepRules(p Policy) string {
 	var parts []string
-	for _, r := range []struct {
-		name string
-		v    int
-	}{{"keep_last", p.KeepLast}, {"keep_hourly", p.KeepHourly}, {"keep_daily", p.KeepDaily},
-		{"keep_weekly", p.KeepWeekly}, {"keep_monthly", p.KeepMonthly}, {"keep_yearly", p.KeepYearly}} {
-		if r.v > 0 {
-			parts = append(parts, fmt.Sprintf("%s=%d", r.name, r.v))
+	for _, r := range p.rules() {
+		if r.v > 0 && r.name != "hold_days" {
+			parts = append(parts, r.name+"="+r.value())
 		}
-	}
-	if p.KeepWithin > 0 {
-		parts = append(parts, "keep_within="+p.KeepWithin.String())
 	}
 	return strings.Join(parts, ", ")
 }

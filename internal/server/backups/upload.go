@@ -61,13 +61,11 @@ func (s *Service) Upload(ctx context.Context, clientID, backupID string, body io
 	s.renew(ctx, b)
 
 	// An id twice in one body is stored once.
-	seen := make(map[blob.ID]bool, len(frames))
 	ids := make([]blob.ID, 0, len(frames))
 	byID := make(map[blob.ID]*upFrame, len(frames))
 	for i := range frames {
 		f := &frames[i]
-		if !seen[f.id] {
-			seen[f.id] = true
+		if byID[f.id] == nil {
 			ids = append(ids, f.id)
 			byID[f.id] = f
 		}

@@ -47,7 +47,7 @@ func (s *Service) RunAdHoc(ctx context.Context, p *coffer.Principal, clientID st
 	if err := p.MayOperate(c); err != nil {
 		return nil, err
 	}
-	return s.queue(ctx, p, clientID, "", "", req)
+	return s.queue(ctx, p, c, "", "", req)
 }
 
 // mayOperate checks that p may act on client id (coffer.Principal.MayOperate).
@@ -78,7 +78,11 @@ func (s *Service) RunPlan(ctx context.Context, p *coffer.Principal, plan *coffer
 	if err != nil {
 		return nil, err
 	}
-	return s.queue(ctx, p, plan.ClientID, plan.ID, plan.RepositoryID, AdHoc{Paths: plan.Include, Exclude: plan.Exclude, Full: full,
+	c, err := s.clients.GetClient(ctx, plan.ClientID)
+	if err != nil {
+		return nil, err
+	}
+	return s.queue(ctx, p, c, plan.ID, plan.RepositoryID, AdHoc{Paths: plan.Include, Exclude: plan.Exclude, Full: full,
 		OneFileSystem: plan.OneFileSystem})
 }
 
@@ -112,14 +116,10 @@ func (s *Service) fullDue(ctx context.Context, plan *coffer.Plan) (bool, error) 
 	return true, nil
 }
 
-// queue records a queued backup of clientID (for plan planID, or ad hoc)
+// queue records a queued backup of client c (for plan planID, or ad hoc)
 // into repository repositoryID ("" for the default one) and orders its
 // agent to run it. p is nil when a plan's schedule fired.
-func (s *Service) queue(ctx context.Context, p *coffer.Principal, clientID, planID, repositoryID string, req AdHoc) (*coffer.Backup, error) {
-	c, err := s.clients.GetClient(ctx, clientID)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) queue(ctx context.Context, p *coffer.Principal, c *coffer.Client, planID, repositoryID string, req AdHoc) (*coffer.Backup, error) {
 	repo, err := s.repos.Get(ctx, repositoryID)
 	if err != nil {
 		return nil, err

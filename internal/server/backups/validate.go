@@ -49,7 +49,7 @@ func validatePaths(paths []string) error {
 // 1 to MaxExcludeLen bytes without NUL bytes.
 func validateExcludes(patterns []string) error {
 	if len(patterns) > MaxExcludes {
-		return coffer.Errorf(coffer.KindInvalid, "too_many_excludes", "%d exclude patterns exceed the limit of %d",
+		return coffer.Errorf(coffer.KindInvalid, "too_many_excludes", "%d exclude patterns exceed the limit of %d: merge them into fewer, broader patterns",
 			len(patterns), MaxExcludes).With("field", "exclude").With("limit", MaxExcludes)
 	}
 	for i, p := range patterns {

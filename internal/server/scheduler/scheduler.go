@@ -341,10 +341,7 @@ func (s *Scheduler) fire(ctx context.Context, d metadb.DueFire, now time.Time) e
 	if ev != nil {
 		s.publish(ctx, ev)
 	}
-	if err := s.store.RecordFire(ctx, d.Key, rec); err != nil {
-		return err
-	}
-	return nil
+	return s.store.RecordFire(ctx, d.Key, rec)
 }
 
 // publish records an event; a failure to record it is logged.
