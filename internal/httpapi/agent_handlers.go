@@ -86,12 +86,6 @@ func toClientLog(l *coffer.ClientLog) ClientLog {
 		BackupID: l.BackupID, RestoreID: l.RestoreID, Attrs: attrs}
 }
 
-// logCursor is the keyset position of a page of log lines.
-type logCursor struct {
-	Time time.Time `json:"t"`
-	ID   string    `json:"i"`
-}
-
 // maxLogBatchBytes bounds the body of a log batch: 500 lines at their
 // limits, with room for JSON escaping.
 const maxLogBatchBytes = 8 << 20
@@ -272,23 +266,18 @@ func (s *Server) registerClients() {
 			l, _ := coffer.ParseLogLevel(in.Level) // the enum is checked
 			f.MinLevel = &l
 		}
-		if in.Cursor != "" {
-			var c logCursor
-			if err := decodeCursor(in.Cursor, &c); err != nil {
-				return nil, err
-			}
-			f.After = &metadb.Keyset{CreatedAt: c.Time, ID: c.ID}
+		after, err := decodeKeyset(in.Cursor)
+		if err != nil {
+			return nil, err
 		}
+		f.After = after
 		ls, err := ag.ClientLogs(ctx, f)
 		if err != nil {
 			return nil, err
 		}
-		var next *string
-		if len(ls) > in.PageSize {
-			ls = ls[:in.PageSize]
-			last := ls[len(ls)-1]
-			next = encodeCursor(logCursor{Time: last.Time, ID: last.ID})
-		}
+		ls, next := keysetPage(ls, in.PageSize, func(l *coffer.ClientLog) metadb.Keyset {
+			return metadb.Keyset{CreatedAt: l.Time, ID: l.ID}
+		})
 		items := make([]ClientLog, len(ls))
 		for i := range ls {
 			items[i] = toClientLog(&ls[i])

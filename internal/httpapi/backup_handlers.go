@@ -123,17 +123,10 @@ func withExpiry(ctx context.Context, svc *backups.Service, bs []coffer.Backup, o
 
 func backupErrorCount(b *coffer.Backup) int { return max(len(b.Errors), int(b.Stats.ErrorCount)) }
 
-func backupList(xs []string) []string {
-	if xs == nil {
-		return []string{}
-	}
-	return xs
-}
-
 // toBackup converts a backup; detail includes its list of errors.
 func toBackup(b *coffer.Backup, detail bool) Backup {
 	out := Backup{ID: b.ID, ClientID: b.ClientID, PlanID: b.PlanID, RepositoryID: b.RepositoryID, Trigger: string(b.Trigger),
-		State: string(b.State), Paths: backupList(b.Paths), Exclude: backupList(b.Exclude), Full: b.Full, OneFileSystem: b.OneFS,
+		State: string(b.State), Paths: orEmpty(b.Paths), Exclude: orEmpty(b.Exclude), Full: b.Full, OneFileSystem: b.OneFS,
 		HostName: b.HostName, SnapshotID: b.SnapshotID, RootTree: b.RootTree, ParentID: b.ParentID, Stats: b.Stats,
 		ErrorCount: backupErrorCount(b), Error: b.Error, CancelRequested: b.CancelRequested, CreatedBy: b.CreatedBy,
 		CreatedAt: b.CreatedAt, StartedAt: b.StartedAt, FinishedAt: b.FinishedAt, UpdatedAt: b.UpdatedAt,
@@ -150,7 +143,7 @@ func toBackup(b *coffer.Backup, detail bool) Backup {
 
 // toBackupSummary converts a backup for its agent.
 func toBackupSummary(b *coffer.Backup) protocol.BackupSummary {
-	return protocol.BackupSummary{ID: b.ID, State: b.State, Trigger: string(b.Trigger), Paths: backupList(b.Paths),
+	return protocol.BackupSummary{ID: b.ID, State: b.State, Trigger: string(b.Trigger), Paths: orEmpty(b.Paths),
 		SnapshotID: b.SnapshotID, Stats: b.Stats, Errors: backupErrorCount(b), CreatedAt: b.CreatedAt, FinishedAt: b.FinishedAt}
 }
 
@@ -167,35 +160,67 @@ func newBackupOut(b *coffer.Backup) *backupOut {
 	return out
 }
 
-// backupCursor is the keyset position of a page of backups.
-type backupCursor struct {
+// keysetCursor is the cursor of a list ordered newest first by (time, id):
+// backups, restores, client log lines.
+type keysetCursor struct {
 	CreatedAt time.Time `json:"t"`
 	ID        string    `json:"i"`
+}
+
+// decodeKeyset returns the position a cursor continues after; nil for the
+// first page (no cursor).
+func decodeKeyset(cursor string) (*metadb.Keyset, error) {
+	if cursor == "" {
+		return nil, nil
+	}
+	var c keysetCursor
+	if err := decodeCursor(cursor, &c); err != nil {
+		return nil, err
+	}
+	return &metadb.Keyset{CreatedAt: c.CreatedAt, ID: c.ID}, nil
+}
+
+func encodeKeyset(k metadb.Keyset) *string {
+	return encodeCursor(keysetCursor{CreatedAt: k.CreatedAt, ID: k.ID})
+}
+
+// keysetPage cuts rows, fetched with one row more than the page to know
+// whether another follows, to the page; next is the cursor of the
+// following page, nil on the last.
+func keysetPage[T any](rows []T, pageSize int, key func(*T) metadb.Keyset) (page []T, next *string) {
+	if len(rows) <= pageSize {
+		return rows, nil
+	}
+	rows = rows[:pageSize]
+	return rows, encodeKeyset(key(&rows[len(rows)-1]))
+}
+
+func backupKey(b *coffer.Backup) metadb.Keyset {
+	return metadb.Keyset{CreatedAt: b.CreatedAt, ID: b.ID}
 }
 
 // backupPage fetches one cursor page of backups: f with the cursor's
 // position and one row more than the page, to know whether another follows.
 func backupPage(ctx context.Context, p CursorParams, f metadb.BackupFilter,
 	list func(context.Context, metadb.BackupFilter) ([]coffer.Backup, error)) ([]coffer.Backup, *string, error) {
-	if p.Cursor != "" {
-		var c backupCursor
-		if err := decodeCursor(p.Cursor, &c); err != nil {
-			return nil, nil, err
-		}
-		f.After = &metadb.Keyset{CreatedAt: c.CreatedAt, ID: c.ID}
+	after, err := decodeKeyset(p.Cursor)
+	if err != nil {
+		return nil, nil, err
 	}
-	f.Limit = p.PageSize + 1
+	f.After, f.Limit = after, p.PageSize+1
 	bs, err := list(ctx, f)
 	if err != nil {
 		return nil, nil, err
 	}
-	var next *string
-	if len(bs) > p.PageSize {
-		bs = bs[:p.PageSize]
-		last := bs[len(bs)-1]
-		next = encodeCursor(backupCursor{CreatedAt: last.CreatedAt, ID: last.ID})
-	}
+	bs, next := keysetPage(bs, p.PageSize, backupKey)
 	return bs, next, nil
+}
+
+// backupTreeIn is the input of the agent's and the users' backup tree
+// listings.
+type backupTreeIn struct {
+	ID   string `path:"id" maxLength:"64"`
+	Path string `query:"path" maxLength:"4096" doc:"A path in the backup, slash-separated, relative to its root (a leading / is ignored); empty for the root."`
 }
 
 // Body limits of the backup routes: a commit or fail report may list
@@ -381,17 +406,13 @@ func (s *Server) registerBackupAgentRoutes() {
 		return &struct{ Body *Page[protocol.BackupSummary] }{cursorPage(items, in.PageSize, next)}, nil
 	})
 
-	type treeIn struct {
-		ID   string `path:"id" maxLength:"64"`
-		Path string `query:"path" maxLength:"4096" doc:"A path in the backup, slash-separated, relative to its root (a leading / is ignored); empty for the root."`
-	}
 	handle(s, Agent, huma.Operation{
 		OperationID: "agent-backup-tree", Method: http.MethodGet, Path: "/api/v1/agent/backups/{id}/tree", Tags: tags,
 		Summary: "List a directory of a backup",
 		Description: "The entries of the directory at path in one of this client's committed backups; a file's path " +
 			"lists that file. A path the backup does not hold is 404 path_not_found.",
 		Errors: []int{http.StatusNotFound, http.StatusConflict},
-	}, func(ctx context.Context, in *treeIn) (*struct {
+	}, func(ctx context.Context, in *backupTreeIn) (*struct {
 		Body Collection[protocol.TreeEntry]
 	}, error) {
 		entries, err := svc.Tree(ctx, principalFrom(ctx).ClientID, in.ID, in.Path)
@@ -476,17 +497,13 @@ func (s *Server) registerBackupUserRoutes() {
 			Message: "Backup forgotten; its data is freed at the next garbage collection."}}, nil
 	})
 
-	type treeIn struct {
-		ID   string `path:"id" maxLength:"64"`
-		Path string `query:"path" maxLength:"4096" doc:"A path in the backup, slash-separated, relative to its root (a leading / is ignored); empty for the root."`
-	}
 	handle(s, Read, huma.Operation{
 		OperationID: "backup-tree", Method: http.MethodGet, Path: "/api/v1/backups/{id}/tree", Tags: tags,
 		Summary: "List a directory of a backup",
 		Description: "The entries of the directory at path in a committed backup; a file's path lists that file. " +
 			"A path the backup does not hold is 404 path_not_found.",
 		Errors: []int{http.StatusNotFound, http.StatusConflict},
-	}, func(ctx context.Context, in *treeIn) (*struct {
+	}, func(ctx context.Context, in *backupTreeIn) (*struct {
 		Body Collection[protocol.TreeEntry]
 	}, error) {
 		entries, err := svc.TreeOf(ctx, in.ID, in.Path)

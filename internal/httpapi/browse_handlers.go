@@ -9,7 +9,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/server/backups"
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
@@ -372,13 +371,9 @@ func (s *Server) registerVersions() {
 			"are listed with present false.",
 		Errors: []int{http.StatusNotFound},
 	}, func(ctx context.Context, in *versionsIn) (*struct{ Body *Page[Version] }, error) {
-		var after *metadb.Keyset
-		if in.Cursor != "" {
-			var c backupCursor
-			if err := decodeCursor(in.Cursor, &c); err != nil {
-				return nil, err
-			}
-			after = &metadb.Keyset{CreatedAt: c.CreatedAt, ID: c.ID}
+		after, err := decodeKeyset(in.Cursor)
+		if err != nil {
+			return nil, err
 		}
 		vs, next, err := svc.Versions(ctx, in.ID, in.Path, after, in.PageSize)
 		if err != nil {
@@ -390,7 +385,7 @@ func (s *Server) registerVersions() {
 		}
 		var cursor *string
 		if next != nil {
-			cursor = encodeCursor(backupCursor{CreatedAt: next.CreatedAt, ID: next.ID})
+			cursor = encodeKeyset(*next)
 		}
 		return &struct{ Body *Page[Version] }{cursorPage(items, in.PageSize, cursor)}, nil
 	})

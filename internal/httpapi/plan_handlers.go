@@ -109,8 +109,8 @@ func toPlan(p *coffer.Plan) Plan {
 	r := p.Retention
 	return Plan{ID: p.ID, Name: p.Name, Group: p.Group, ClientID: p.ClientID, RepositoryID: p.RepositoryID,
 		Schedule: p.Schedule, Timezone: p.Timezone, StartAt: p.StartAt, EndAt: p.EndAt,
-		Include: backupList(p.Include), Exclude: backupList(p.Exclude),
-		PreCommands: backupList(p.PreCommands), PostCommands: backupList(p.PostCommands),
+		Include: orEmpty(p.Include), Exclude: orEmpty(p.Exclude),
+		PreCommands: orEmpty(p.PreCommands), PostCommands: orEmpty(p.PostCommands),
 		CommandTimeoutSeconds: int(p.CommandTimeout / time.Second),
 		Retention: Retention{KeepLast: r.KeepLast, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly,
 			KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly, KeepWithin: formatDuration(r.KeepWithin), HoldDays: r.HoldDays},

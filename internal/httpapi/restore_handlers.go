@@ -39,12 +39,8 @@ type Restore struct {
 
 // toRestore converts a restore; detail includes its list of errors.
 func toRestore(r *coffer.Restore, detail bool) Restore {
-	paths := r.Paths
-	if paths == nil {
-		paths = []string{}
-	}
 	out := Restore{ID: r.ID, BackupID: r.BackupID, SourceClientID: r.SourceClientID, TargetClientID: r.TargetClientID,
-		Paths: paths, Destination: r.Destination, Overwrite: string(r.Overwrite), State: string(r.State),
+		Paths: orEmpty(r.Paths), Destination: r.Destination, Overwrite: string(r.Overwrite), State: string(r.State),
 		Stats: r.Stats, ErrorCount: max(len(r.Errors), int(r.Stats.ErrorCount)), Error: r.Error,
 		CancelRequested: r.CancelRequested, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt,
 		FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt}
@@ -123,10 +119,6 @@ func (s *Server) registerRestoreJobs() {
 		ClientID string   `query:"client_id" maxLength:"64" doc:"Only restores from or to this client."`
 		State    []string `query:"state" maxItems:"6" doc:"Only restores in these states: queued, running, succeeded, partial, failed, canceled."`
 	}
-	type listCursor struct {
-		CreatedAt time.Time `json:"c"`
-		ID        string    `json:"i"`
-	}
 	handle(s, Read, huma.Operation{
 		OperationID: "list-restores", Method: http.MethodGet, Path: "/api/v1/restores", Tags: tags,
 		Summary: "List restores", Description: "Restores, newest first, cursor-paginated.",
@@ -141,23 +133,18 @@ func (s *Server) registerRestoreJobs() {
 			}
 			f.States = append(f.States, js)
 		}
-		if in.Cursor != "" {
-			var cur listCursor
-			if err := decodeCursor(in.Cursor, &cur); err != nil {
-				return nil, err
-			}
-			f.After = &metadb.Keyset{CreatedAt: cur.CreatedAt, ID: cur.ID}
+		after, err := decodeKeyset(in.Cursor)
+		if err != nil {
+			return nil, err
 		}
+		f.After = after
 		list, err := rs.List(ctx, f)
 		if err != nil {
 			return nil, err
 		}
-		var next *string
-		if len(list) > in.PageSize {
-			list = list[:in.PageSize]
-			last := list[len(list)-1]
-			next = encodeCursor(listCursor{CreatedAt: last.CreatedAt, ID: last.ID})
-		}
+		list, next := keysetPage(list, in.PageSize, func(r *coffer.Restore) metadb.Keyset {
+			return metadb.Keyset{CreatedAt: r.CreatedAt, ID: r.ID}
+		})
 		items := make([]Restore, len(list))
 		for i := range list {
 			items[i] = toRestore(&list[i], false)

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -136,11 +137,7 @@ func checkPages(src fs.FS) error {
 		if name == "layout" || name == "partials" {
 			continue
 		}
-		found := false
-		for _, p := range uiPages {
-			found = found || p == name
-		}
-		if !found {
+		if !slices.Contains(uiPages, name) {
 			return fmt.Errorf("ui template %s is not listed in uiPages", n)
 		}
 	}

@@ -140,12 +140,13 @@ func (s *Service) UpdateClient(ctx context.Context, actor *coffer.Principal, id 
 	}
 	if before.OwnerID != after.OwnerID {
 		s.log.Info("client owner changed", "client_id", id, "from", before.OwnerID, "to", after.OwnerID)
+		was := s.OwnerName(ctx, before)
 		msg := fmt.Sprintf("%s cleared the owner of the client %s (was %s): only admins may act on it now.",
-			actor.Username, quote(after.Name), s.OwnerName(ctx, before))
+			actor.Username, quote(after.Name), was)
 		if after.OwnerID != "" {
 			msg = fmt.Sprintf("%s made %s the owner of the client %s", actor.Username, s.OwnerName(ctx, after), quote(after.Name))
 			if before.OwnerID != "" {
-				msg += " (was " + s.OwnerName(ctx, before) + ")"
+				msg += " (was " + was + ")"
 			}
 			msg += "."
 		}

@@ -2,6 +2,7 @@ package restores
 
 import (
 	"context"
+	"fmt"
 	"path"
 	"slices"
 	"strings"
@@ -188,7 +189,7 @@ func cleanPaths(in []string) ([]string, error) {
 		case p == "":
 			return nil, bad("is empty: name a path inside the backup, e.g. home/user/docs")
 		case len(p) > MaxPathLength:
-			return nil, bad("is too long")
+			return nil, bad(fmt.Sprintf("is longer than %d bytes: restore a parent directory instead", MaxPathLength))
 		case strings.ContainsRune(p, 0):
 			return nil, bad("contains a NUL byte")
 		case slices.Contains(strings.Split(p, "/"), ".."):
@@ -220,7 +221,7 @@ func cleanDestination(d string) (string, error) {
 			"name the directory to restore into (destination), an absolute path on the target machine").
 			With("field", "body.destination")
 	case len(d) > MaxPathLength:
-		return "", bad("is too long")
+		return "", bad(fmt.Sprintf("is longer than %d bytes: choose a shorter directory", MaxPathLength))
 	case strings.ContainsRune(d, 0):
 		return "", bad("contains a NUL byte")
 	case !strings.HasPrefix(d, "/"):
