@@ -94,17 +94,13 @@ func (s *Server) recentBackups(ctx context.Context) ([]stateCount, error) {
 	if s.opts.Backups == nil {
 		return nil, nil
 	}
-	bs, err := s.opts.Backups.List(ctx, metadb.BackupFilter{Since: s.opts.Now().Add(-24 * time.Hour)})
+	counts, err := s.opts.Backups.CountByState(ctx, s.opts.Now().Add(-24*time.Hour))
 	if err != nil {
 		return nil, err
 	}
 	out := append([]stateCount(nil), dashboardStates...)
-	for _, b := range bs {
-		for i := range out {
-			if out[i].State == b.State {
-				out[i].Count++
-			}
-		}
+	for i := range out {
+		out[i].Count = counts[out[i].State]
 	}
 	return out, nil
 }

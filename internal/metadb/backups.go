@@ -198,6 +198,29 @@ type BackupFilter struct {
 	Limit    int       // at most this many (0: no limit)
 }
 
+// CountBackupsByState counts the backups created at or after since, by
+// state (states with none are absent).
+func (db *DB) CountBackupsByState(ctx context.Context, since time.Time) (map[coffer.JobState]int, error) {
+	rows, err := db.sql.QueryContext(ctx, `SELECT state, COUNT(*) FROM backups WHERE created_at >= $1 GROUP BY state`, ts(since))
+	if err != nil {
+		return nil, fmt.Errorf("count backups: %w", err)
+	}
+	defer rows.Close()
+	out := map[coffer.JobState]int{}
+	for rows.Next() {
+		var state coffer.JobState
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, fmt.Errorf("count backups: %w", err)
+		}
+		out[state] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count backups: %w", err)
+	}
+	return out, nil
+}
+
 // ListBackups returns backups newest first (created_at, then id,
 // descending).
 func (db *DB) ListBackups(ctx context.Context, f BackupFilter) ([]coffer.Backup, error) {

@@ -488,3 +488,29 @@ func TestFailStaleBackups(t *testing.T) {
 		}
 	})
 }
+
+func TestCountBackupsByState(t *testing.T) {
+	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
+		ctx := context.Background()
+		clock := newJobClock(db)
+		newBackup(t, db, coffer.Backup{ClientID: "c1"}) // before the window
+		clock.Add(time.Hour)
+		since := clock.Now()
+		for _, state := range []coffer.JobState{coffer.JobQueued, coffer.JobSucceeded, coffer.JobSucceeded, coffer.JobFailed} {
+			b := newBackup(t, db, coffer.Backup{ClientID: "c1"})
+			if state != coffer.JobQueued {
+				if _, err := db.FinishBackup(ctx, b.ID, metadb.BackupFinish{State: state, Error: "x"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		got, err := db.CountBackupsByState(ctx, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[coffer.JobState]int{coffer.JobQueued: 1, coffer.JobSucceeded: 2, coffer.JobFailed: 1}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("counts (-want +got):\n%s", diff)
+		}
+	})
+}

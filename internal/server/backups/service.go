@@ -35,6 +35,7 @@ type Store interface {
 	FinishBackup(ctx context.Context, id string, f metadb.BackupFinish) (*coffer.Backup, error)
 	RequestBackupCancel(ctx context.Context, id string) (*coffer.Backup, error)
 	ListBackups(ctx context.Context, f metadb.BackupFilter) ([]coffer.Backup, error)
+	CountBackupsByState(ctx context.Context, since time.Time) (map[coffer.JobState]int, error)
 	FailStaleBackups(ctx context.Context, updatedBefore time.Time, reason string) ([]coffer.Backup, error)
 	FailQueuedBackups(ctx context.Context, createdBefore time.Time, reason string) ([]coffer.Backup, error)
 

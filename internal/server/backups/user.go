@@ -3,6 +3,7 @@ package backups
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/metadb"
@@ -17,6 +18,11 @@ func (s *Service) Get(ctx context.Context, id string) (*coffer.Backup, error) {
 // List returns backups matching f, newest first (see metadb.BackupFilter).
 func (s *Service) List(ctx context.Context, f metadb.BackupFilter) ([]coffer.Backup, error) {
 	return s.store.ListBackups(ctx, f)
+}
+
+// CountByState counts the backups created at or after since, by state.
+func (s *Service) CountByState(ctx context.Context, since time.Time) (map[coffer.JobState]int, error) {
+	return s.store.CountBackupsByState(ctx, since)
 }
 
 // AdHoc is a backup a person asks a client to run now.

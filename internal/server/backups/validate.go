@@ -1,18 +1,13 @@
 package backups
 
-import (
-	"path"
-	"strings"
-
-	"github.com/cofferhq/coffer"
-)
+import "github.com/cofferhq/coffer"
 
 // Limits on what a backup may be asked to cover.
 const (
 	MaxPaths      = 1000
-	MaxPathLen    = 4096
+	MaxPathLen    = coffer.MaxPathLen
 	MaxExcludes   = 10000
-	MaxExcludeLen = 4096
+	MaxExcludeLen = coffer.MaxExcludeLen
 )
 
 // validatePaths checks the paths of an ad-hoc backup: 1 to MaxPaths
@@ -27,19 +22,9 @@ func validatePaths(paths []string) error {
 			len(paths), MaxPaths).With("field", "paths").With("limit", MaxPaths)
 	}
 	for i, p := range paths {
-		bad := func(why string) error {
+		if why := coffer.PathProblem(p); why != "" {
 			return coffer.Errorf(coffer.KindInvalid, "invalid_path", "path %d %q %s", i, truncate(p), why).
 				With("field", "paths").With("index", i)
-		}
-		switch {
-		case len(p) > MaxPathLen:
-			return bad("is longer than 4096 bytes")
-		case strings.IndexByte(p, 0) >= 0:
-			return bad("contains a NUL byte")
-		case !path.IsAbs(p):
-			return bad("is not absolute: give the full path, starting with /")
-		case path.Clean(p) != p:
-			return bad("is not clean (no //, /./, /../ or trailing /): write it as " + path.Clean(p))
 		}
 	}
 	return nil
@@ -53,17 +38,9 @@ func validateExcludes(patterns []string) error {
 			len(patterns), MaxExcludes).With("field", "exclude").With("limit", MaxExcludes)
 	}
 	for i, p := range patterns {
-		bad := func(why string) error {
+		if why := coffer.ExcludeProblem(p); why != "" {
 			return coffer.Errorf(coffer.KindInvalid, "invalid_exclude", "exclude pattern %d %q %s", i, truncate(p), why).
 				With("field", "exclude").With("index", i)
-		}
-		switch {
-		case p == "":
-			return bad("is empty")
-		case len(p) > MaxExcludeLen:
-			return bad("is longer than 4096 bytes")
-		case strings.IndexByte(p, 0) >= 0:
-			return bad("contains a NUL byte")
 		}
 	}
 	return nil

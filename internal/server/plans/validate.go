@@ -3,7 +3,6 @@ package plans
 import (
 	"errors"
 	"fmt"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -19,9 +18,9 @@ const (
 	MaxNameLen     = 100 // characters
 	MaxGroupLen    = 100 // characters
 	MaxIncludes    = 1000
-	MaxPathLen     = 4096 // bytes
+	MaxPathLen     = coffer.MaxPathLen
 	MaxExcludes    = 10000
-	MaxExcludeLen  = 4096 // bytes
+	MaxExcludeLen  = coffer.MaxExcludeLen
 	MaxCommands    = 20   // pre and post, each
 	MaxCommandLen  = 4096 // bytes
 	MaxPreview     = 100  // fire times one preview returns
@@ -163,18 +162,8 @@ func validateIncludes(paths []string) error {
 			len(paths), MaxIncludes).With("limit", MaxIncludes)
 	}
 	for i, p := range paths {
-		bad := func(why string) error {
+		if why := coffer.PathProblem(p); why != "" {
 			return invalid("include", "invalid_path", "include path %d %q %s", i, truncate(p), why).With("index", i)
-		}
-		switch {
-		case len(p) > MaxPathLen:
-			return bad("is longer than 4096 bytes")
-		case strings.IndexByte(p, 0) >= 0:
-			return bad("contains a NUL byte")
-		case !path.IsAbs(p):
-			return bad("is not absolute: give the full path, starting with /")
-		case path.Clean(p) != p:
-			return bad("is not clean (no //, /./, /../ or trailing /): write it as " + path.Clean(p))
 		}
 	}
 	return nil
@@ -182,20 +171,12 @@ func validateIncludes(paths []string) error {
 
 func validateExcludes(patterns []string) error {
 	if len(patterns) > MaxExcludes {
-		return invalid("exclude", "too_many_excludes", "%d exclude patterns exceed the limit of %d",
+		return invalid("exclude", "too_many_excludes", "%d exclude patterns exceed the limit of %d: merge them into fewer, broader patterns",
 			len(patterns), MaxExcludes).With("limit", MaxExcludes)
 	}
 	for i, p := range patterns {
-		bad := func(why string) error {
+		if why := coffer.ExcludeProblem(p); why != "" {
 			return invalid("exclude", "invalid_exclude", "exclude pattern %d %q %s", i, truncate(p), why).With("index", i)
-		}
-		switch {
-		case p == "":
-			return bad("is empty")
-		case len(p) > MaxExcludeLen:
-			return bad("is longer than 4096 bytes")
-		case strings.IndexByte(p, 0) >= 0:
-			return bad("contains a NUL byte")
 		}
 	}
 	return nil
