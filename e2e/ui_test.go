@@ -68,8 +68,8 @@ func TestUI(t *testing.T) {
 	}
 	b.screenshot("04-dashboard-live-event")
 
-	// A page not built yet: 404 inside the layout.
-	b.do("open a missing page", chromedp.Navigate(srv.URL+"/storage"), chromedp.WaitVisible(chromedp.CSS("#error-title")))
+	// A page that does not exist: 404 inside the layout.
+	b.do("open a missing page", chromedp.Navigate(srv.URL+"/no-such-page"), chromedp.WaitVisible(chromedp.CSS("#error-title")))
 	if h := browserRun(b, "read the heading", chromedp.Text(chromedp.CSS("#error-title"))); h != "Page not found" {
 		t.Errorf("missing page heading = %q", h)
 	}

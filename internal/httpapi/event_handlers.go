@@ -185,7 +185,7 @@ type stream struct {
 	authorization, cookie string
 	// frame encodes one event as an SSE frame; nil is the API's JSON
 	// (the UI's stream sends rendered HTML instead).
-	frame func(*coffer.Event) ([]byte, error)
+	frame func(context.Context, *coffer.Event) ([]byte, error)
 }
 
 // run streams until the client leaves, the server shuts down, a write
@@ -222,7 +222,7 @@ func (st *stream) replay(ctx context.Context) error {
 			return err
 		}
 		for i := range evs {
-			if err := st.send(&evs[i]); err != nil {
+			if err := st.send(ctx, &evs[i]); err != nil {
 				return err
 			}
 		}
@@ -250,7 +250,7 @@ func (st *stream) live(ctx context.Context, sub eventSubscription, heartbeat <-c
 				st.last = e.ID
 				continue
 			}
-			if st.send(&e) != nil {
+			if st.send(ctx, &e) != nil {
 				return false
 			}
 		case <-heartbeat:
@@ -267,12 +267,12 @@ func (st *stream) live(ctx context.Context, sub eventSubscription, heartbeat <-c
 	}
 }
 
-func (st *stream) send(e *coffer.Event) error {
+func (st *stream) send(ctx context.Context, e *coffer.Event) error {
 	encode := st.frame
 	if encode == nil {
 		encode = jsonFrame
 	}
-	b, err := encode(e)
+	b, err := encode(ctx, e)
 	if err != nil {
 		return err
 	}
@@ -281,7 +281,7 @@ func (st *stream) send(e *coffer.Event) error {
 }
 
 // jsonFrame is the API stream's frame: the event's id and its JSON.
-func jsonFrame(e *coffer.Event) ([]byte, error) {
+func jsonFrame(_ context.Context, e *coffer.Event) ([]byte, error) {
 	data, err := json.Marshal(toEvent(e))
 	if err != nil {
 		return nil, err

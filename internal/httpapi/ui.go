@@ -8,9 +8,7 @@ import (
 	"io/fs"
 	"net/http"
 	"path"
-	"slices"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -35,10 +33,6 @@ type uiServer struct {
 	fragments *template.Template            // layout + partials, for fragments
 	static    *staticFiles
 }
-
-// uiPages are the page templates under web/templates besides the shared
-// layout.html and partials.html.
-var uiPages = []string{"login", "dashboard", "error"}
 
 // navItem is one entry of the main navigation.
 type navItem struct {
@@ -80,7 +74,13 @@ type uiView struct {
 	// the same as the hx-headers JSON htmx sends with every request.
 	CSRF        string
 	CSRFHeaders string
-	Data        any
+	// Flash is the message of the action that led here ("Plan saved.").
+	Flash string
+	// Live, when set, is the URL of the UI event stream (uiLive) the page
+	// listens to: elements with sse-swap="event" receive new events and
+	// {{template "job_live"}} wrappers their job's progress.
+	Live string
+	Data any
 }
 
 // uiErrorData is the data of the error page and fragment.
@@ -93,26 +93,23 @@ func newUIServer() (*uiServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	funcs := template.FuncMap{
-		"asset":   static.url,
-		"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"clock":   func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-	}
 	src := web.Templates()
-	base, err := template.New("layout").Funcs(funcs).ParseFS(src, "layout.html", "partials.html")
+	base, err := template.New("layout").Funcs(uiFuncs(static)).ParseFS(src, "layout.html", "partials/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("parse ui layout: %w", err)
 	}
-	if err := checkPages(src); err != nil {
+	names, err := fs.Glob(src, "pages/*.html")
+	if err != nil {
 		return nil, err
 	}
 	u := &uiServer{pages: map[string]*template.Template{}, static: static}
 	// A template that has run can no longer be cloned, so every page and
 	// the fragments get their own copy of the base.
-	for _, name := range uiPages {
+	for _, n := range names {
+		name := strings.TrimSuffix(path.Base(n), ".html")
 		t, err := base.Clone()
 		if err == nil {
-			t, err = t.ParseFS(src, name+".html")
+			t, err = t.ParseFS(src, n)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("parse ui page %s: %w", name, err)
@@ -123,25 +120,6 @@ func newUIServer() (*uiServer, error) {
 		return nil, err
 	}
 	return u, nil
-}
-
-// checkPages fails when a page template exists that uiPages does not
-// list, so a new page cannot be forgotten.
-func checkPages(src fs.FS) error {
-	names, err := fs.Glob(src, "*.html")
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		name := strings.TrimSuffix(path.Base(n), ".html")
-		if name == "layout" || name == "partials" {
-			continue
-		}
-		if !slices.Contains(uiPages, name) {
-			return fmt.Errorf("ui template %s is not listed in uiPages", n)
-		}
-	}
-	return nil
 }
 
 // registerUI mounts the web UI: the login and logout forms, the pages, the
@@ -195,6 +173,7 @@ func (c *uiContext) view(title, active string, data any) *uiView {
 	if c == nil || c.p == nil {
 		return v
 	}
+	v.Flash = c.flash
 	v.User = &uiUser{Name: c.p.Username, Role: c.p.Role}
 	for _, n := range uiNav {
 		if c.p.Can(n.perm) {
@@ -223,7 +202,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, page
 	s.writeHTML(w, status, buf.Bytes())
 }
 
-// renderFragment writes one named template of partials.html.
+// renderFragment writes one named template of web/templates/partials.
 func (s *Server) renderFragment(w http.ResponseWriter, r *http.Request, status int, name string, data any) {
 	var buf bytes.Buffer
 	if err := s.ui.fragments.ExecuteTemplate(&buf, name, data); err != nil {

@@ -31,8 +31,9 @@ const (
 
 // uiContext is the signed-in user of a UI request.
 type uiContext struct {
-	p    *coffer.Principal
-	csrf string // the session's CSRF token
+	p     *coffer.Principal
+	csrf  string // the session's CSRF token
+	flash string // the message of the action that led to this page
 }
 
 // uiHandler serves a UI request of a signed-in user.
@@ -62,6 +63,9 @@ func (s *Server) uiPage(perm coffer.Permission, h uiHandler) http.HandlerFunc {
 		if !safeMethod(r.Method) && !s.checkCSRF(w, r, c) {
 			s.refuseCSRF(w, r, c)
 			return
+		}
+		if r.Method == http.MethodGet && !isHTMX(r) {
+			c.flash = takeFlash(w, r)
 		}
 		h(w, r, c)
 	}
@@ -148,6 +152,42 @@ func (s *Server) toLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	redirect(w, target)
+}
+
+// uiDone ends a successful form action: the browser goes to target (a
+// local path) and target shows flash once. An htmx request is told with
+// HX-Redirect, which htmx follows with a full page load.
+func (s *Server) uiDone(w http.ResponseWriter, r *http.Request, target, flash string) {
+	if flash != "" {
+		http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: url.QueryEscape(flash), Path: "/", MaxAge: 60,
+			HttpOnly: true, Secure: isHTTPS(r), SameSite: http.SameSiteLaxMode})
+	}
+	if isHTMX(r) {
+		w.Header().Set("HX-Redirect", target)
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	redirect(w, target)
+}
+
+// flashCookie carries a flash message across the redirect after a form.
+const flashCookie = "coffer_flash"
+
+// takeFlash returns the flash message the request carries and clears it,
+// so that it shows once.
+func takeFlash(w http.ResponseWriter, r *http.Request) string {
+	ck, err := r.Cookie(flashCookie)
+	if err != nil || ck.Value == "" {
+		return ""
+	}
+	http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: isHTTPS(r), SameSite: http.SameSiteLaxMode})
+	msg, err := url.QueryUnescape(ck.Value)
+	if err != nil || len(msg) > 500 {
+		return ""
+	}
+	return msg
 }
 
 // redirect answers 303 See Other to a local path.

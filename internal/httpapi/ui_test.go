@@ -396,7 +396,7 @@ func TestUIEventStream(t *testing.T) {
 	}
 
 	// User text is escaped, and a multi-line fragment stays one SSE event.
-	b, err := f.api.eventFrame(&coffer.Event{ID: 7, Title: "<script>x</script>", Message: "one\r\ntwo\rthree"})
+	b, err := f.api.eventFrame(context.Background(), &coffer.Event{ID: 7, Title: "<script>x</script>", Message: "one\r\ntwo\rthree"})
 	if err != nil {
 		t.Fatal(err)
 	}
