@@ -81,7 +81,18 @@ type uiView struct {
 	// {{template "job_live"}} wrappers their job's progress.
 	Live string
 	Data any
+
+	p *coffer.Principal
 }
+
+// Can reports whether the signed-in user holds a permission ("read",
+// "operate", "manage"), so that pages show only the actions the user may
+// take: {{if $.Can "manage"}}. The services check again on every action.
+func (v *uiView) Can(perm string) bool { return v.p != nil && v.p.Can(coffer.Permission(perm)) }
+
+// MayOperate reports whether the signed-in user may run jobs on client c
+// (admins on every client, operators on those they own).
+func (v *uiView) MayOperate(c *coffer.Client) bool { return v.p != nil && c != nil && v.p.MayOperate(c) == nil }
 
 // uiErrorData is the data of the error page and fragment.
 type uiErrorData struct {
@@ -174,6 +185,7 @@ func (c *uiContext) view(title, active string, data any) *uiView {
 		return v
 	}
 	v.Flash = c.flash
+	v.p = c.p
 	v.User = &uiUser{Name: c.p.Username, Role: c.p.Role}
 	for _, n := range uiNav {
 		if c.p.Can(n.perm) {
