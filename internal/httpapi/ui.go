@@ -92,7 +92,9 @@ func (v *uiView) Can(perm string) bool { return v.p != nil && v.p.Can(coffer.Per
 
 // MayOperate reports whether the signed-in user may run jobs on client c
 // (admins on every client, operators on those they own).
-func (v *uiView) MayOperate(c *coffer.Client) bool { return v.p != nil && c != nil && v.p.MayOperate(c) == nil }
+func (v *uiView) MayOperate(c *coffer.Client) bool {
+	return v.p != nil && c != nil && v.p.MayOperate(c) == nil
+}
 
 // uiErrorData is the data of the error page and fragment.
 type uiErrorData struct {
