@@ -35,7 +35,9 @@ type backupFixture struct {
 	backend *mem.Backend
 }
 
-func newBackupFixture(t testing.TB, db *metadb.DB, opts backups.Options) *backupFixture {
+// newBackupFixture serves the agents and backups services over a memory
+// repository; more, if given, wire further services with them.
+func newBackupFixture(t testing.TB, db *metadb.DB, opts backups.Options, more ...func(bf *backupFixture, f *fixture, o *Options)) *backupFixture {
 	t.Helper()
 	bf := &backupFixture{backend: mem.New(mem.Options{Name: t.Name()})}
 	repo, _, err := repository.OpenOrInit(context.Background(), bf.backend, func(id string) repository.Index { return db.Index(id) },
@@ -50,6 +52,9 @@ func newBackupFixture(t testing.TB, db *metadb.DB, opts backups.Options) *backup
 		opts.Store, opts.Repos, opts.Events, opts.Commands, opts.Clients = db, repos.New(repo, nil), f.hub, bf.agents, bf.agents
 		bf.backups = backups.New(opts)
 		o.Agents, o.Backups = bf.agents, bf.backups
+		for _, wire := range more {
+			wire(bf, f, o)
+		}
 	})
 	return bf
 }

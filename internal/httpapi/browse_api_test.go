@@ -33,9 +33,9 @@ type browseFixture struct {
 	clientID string
 }
 
-func newBrowseFixture(t *testing.T, db *metadb.DB) *browseFixture {
+func newBrowseFixture(t *testing.T, db *metadb.DB, more ...func(bf *backupFixture, f *fixture, o *Options)) *browseFixture {
 	t.Helper()
-	f := &browseFixture{backupFixture: newBackupFixture(t, db, backups.Options{})}
+	f := &browseFixture{backupFixture: newBackupFixture(t, db, backups.Options{}, more...)}
 	f.clientID = f.enrollBackupAgent("web") // enrolled with operator's token: operator owns it
 	f.do("POST", "/api/v1/users", "admin", map[string]any{"username": "operator2", "password": "operator2-password",
 		"role": "operator"}).Want(201)
@@ -53,6 +53,15 @@ func (f *browseFixture) commitDir(dir string) string {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	f.commitStarted(start.Backup.ID, dir, protocol.CommitRequest{})
+	return start.Backup.ID
+}
+
+// commitStarted stores dir's blobs with the engine's archiver and commits
+// the running backup id with req, its root tree set to dir's.
+func (f *browseFixture) commitStarted(id, dir string, req protocol.CommitRequest) {
+	f.t.Helper()
+	ctx := context.Background()
 	o := archiver.DefaultOptions(f.repo.Codec())
 	o.Chunker = f.repo.Config().ChunkerParams()
 	a, err := archiver.New(o)
@@ -71,10 +80,10 @@ func (f *browseFixture) commitDir(dir string) string {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if _, err := f.backups.Commit(ctx, f.clientID, start.Backup.ID, protocol.CommitRequest{RootTree: root.String()}); err != nil {
+	req.RootTree = root.String()
+	if _, err := f.backups.Commit(ctx, f.clientID, id, req); err != nil {
 		f.t.Fatal(err)
 	}
-	return start.Backup.ID
 }
 
 func put(t *testing.T, dir, name string, content []byte) {
