@@ -150,6 +150,7 @@ func (s *Server) registerUI() error {
 	s.mux.HandleFunc("GET /{$}", s.uiPage(coffer.PermRead, s.uiDashboard))
 	s.mux.HandleFunc("GET /ui/events", s.uiEvents)
 	s.registerUIBackups()
+	s.registerUIRestores()
 	return nil
 }
 
