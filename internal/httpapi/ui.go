@@ -151,6 +151,7 @@ func (s *Server) registerUI() error {
 	s.mux.HandleFunc("GET /ui/events", s.uiEvents)
 	s.registerUIBackups()
 	s.registerUIRestores()
+	s.registerUIEvents()
 	return nil
 }
 

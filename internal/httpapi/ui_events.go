@@ -6,10 +6,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/cofferhq/coffer"
+	"github.com/cofferhq/coffer/internal/metadb"
 )
 
 // liveURL is the UI event stream continuing after event id last, for
@@ -26,11 +29,12 @@ func (s *Server) uiLive(ctx context.Context) (string, error) {
 	return liveURL(last), nil
 }
 
-// uiEvents is the dashboard's live event stream: the events the user may
-// see (the same rules and the same hub subscription as /api/v1/events),
-// each as a named SSE event "event" whose data is the rendered <li>. It
+// uiEvents is the pages' live event stream: the events the user may see
+// (the same rules and the same hub subscription as /api/v1/events), each
+// as a named SSE event "event" whose data is the rendered <li>. It
 // continues after ?after= (the last id the page rendered), or after
-// Last-Event-ID when the browser reconnects.
+// Last-Event-ID when the browser reconnects; ?level= (repeated) keeps
+// only those classes of events, as on the API's stream.
 func (s *Server) uiEvents(w http.ResponseWriter, r *http.Request) {
 	setUIHeaders(w.Header())
 	c, err := s.uiSession(r)
@@ -48,6 +52,11 @@ func (s *Server) uiEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ck, _ := r.Cookie(SessionCookie)
+	classes, err := parseClasses(r.URL.Query()["level"])
+	if err != nil {
+		http.Error(w, "level must be info, success, warning or error", http.StatusBadRequest)
+		return
+	}
 	var last int64
 	if raw := cmp.Or(r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after")); raw != "" {
 		if last, err = strconv.ParseInt(raw, 10, 64); err != nil || last < 0 {
@@ -58,7 +67,7 @@ func (s *Server) uiEvents(w http.ResponseWriter, r *http.Request) {
 		s.uiFail(w, r, c, err)
 		return
 	}
-	st := &stream{s: s, w: w, rc: http.NewResponseController(w), p: c.p, last: last, cookie: ck.Value,
+	st := &stream{s: s, w: w, rc: http.NewResponseController(w), p: c.p, classes: classes, last: last, cookie: ck.Value,
 		frame: s.eventFrame}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -100,4 +109,96 @@ func sseFrame(id int64, name string, html []byte) []byte {
 		frame = append(frame, '\n')
 	}
 	return append(frame, '\n')
+}
+
+// eventsPageSize is how many events one page of /events shows.
+const eventsPageSize = 50
+
+// registerUIEvents mounts the events page.
+func (s *Server) registerUIEvents() {
+	s.mux.HandleFunc("GET /events", s.uiPage(coffer.PermRead, s.uiEventsPage))
+}
+
+// levelOption is one checkbox of the events page's level filter.
+type levelOption struct {
+	Value, Label string
+	Checked      bool
+}
+
+// eventsData is the events page's data.
+type eventsData struct {
+	Levels     []levelOption
+	LevelError string // why the level filter was refused
+	PageError  string // why the paging position was refused
+	Events     []Event
+	Pager      *uiPager
+	Filtered   bool // some levels are chosen
+	Older      bool // a page further back than the newest
+}
+
+// uiEventsPage is the event history, newest first, filtered by level
+// (?level=, repeated) and paged back in time (?before=<id>). The newest
+// page listens to the live stream with the same filter, so new events
+// arrive at the top.
+func (s *Server) uiEventsPage(w http.ResponseWriter, r *http.Request, c *uiContext) {
+	ctx := r.Context()
+	q := r.URL.Query()
+	chosen := q["level"]
+	data := &eventsData{Filtered: len(chosen) > 0}
+	for _, l := range []coffer.Level{coffer.LevelInfo, coffer.LevelSuccess, coffer.LevelWarning, coffer.LevelError} {
+		name := l.String()
+		data.Levels = append(data.Levels, levelOption{Value: name, Label: strings.ToUpper(name[:1]) + name[1:],
+			Checked: slices.Contains(chosen, name)})
+	}
+	classes, err := parseClasses(chosen)
+	if err != nil {
+		data.LevelError = "Choose among info, success, warning and error."
+		s.render(w, r, http.StatusBadRequest, "events", c.view("Events", "events", data))
+		return
+	}
+	var before int64
+	if raw := q.Get("before"); raw != "" {
+		if before, err = strconv.ParseInt(raw, 10, 64); err != nil || before <= 0 {
+			data.PageError = "That page of events does not exist: start again from the newest events."
+			s.render(w, r, http.StatusBadRequest, "events", c.view("Events", "events", data))
+			return
+		}
+	}
+	data.Older = before > 0
+	// On the newest page, the id is read before the list, so an event
+	// stored in between comes over the stream rather than falling in the gap.
+	var last int64
+	if before == 0 {
+		if last, err = s.opts.EventLog.LastEventID(ctx); err != nil {
+			s.uiFail(w, r, c, err)
+			return
+		}
+		before = last + 1
+	}
+	evs, err := s.opts.EventLog.ListEvents(ctx, visibleQuery(metadb.EventQuery{BeforeID: before, Classes: classes,
+		Limit: eventsPageSize + 1, Descending: true}, c.p))
+	if err != nil {
+		s.uiFail(w, r, c, err)
+		return
+	}
+	base := (&url.URL{Path: "/events", RawQuery: url.Values{"level": chosen}.Encode()}).String()
+	data.Pager = &uiPager{}
+	if data.Older {
+		data.Pager.First = base
+	}
+	if len(evs) > eventsPageSize {
+		evs = evs[:eventsPageSize]
+		data.Pager.Next, _ = withQuery(base, "before", strconv.FormatInt(evs[len(evs)-1].ID, 10))
+	}
+	for i := range evs {
+		data.Events = append(data.Events, toEvent(&evs[i]))
+	}
+	v := c.view("Events", "events", data)
+	if !data.Older {
+		v.Live = liveURL(last)
+		if len(chosen) > 0 {
+			v.Live += "&" + url.Values{"level": chosen}.Encode()
+		}
+	}
+	s.render(w, r, http.StatusOK, "events", v)
 }

@@ -31,6 +31,7 @@ type Store interface {
 	ListPlans(ctx context.Context, f metadb.PlanFilter) ([]coffer.Plan, int, error)
 	UpdatePlan(ctx context.Context, p *coffer.Plan) error
 	DeletePlan(ctx context.Context, id string) (*coffer.Plan, error)
+	PlanStatuses(ctx context.Context) ([]metadb.PlanStatus, error)
 }
 
 // Clients looks up enrolled clients (the agents service). GetClient fails

@@ -254,6 +254,9 @@ func (s *Service) finish(ctx context.Context, r *coffer.Repository, j *coffer.Re
 		if _, err := s.quotaOf(context.WithoutCancel(ctx), r.ID); err != nil {
 			s.log.Warn("refresh the quota of a repository after GC", "repository_id", r.ID, "err", err)
 		}
+		if err := s.sampleUsage(context.WithoutCancel(ctx), r.ID, true); err != nil {
+			s.log.Warn("record the usage of a repository after GC", "repository_id", r.ID, "err", err)
+		}
 	}
 }
 
@@ -285,9 +288,10 @@ func jobOutcome(j *coffer.RepositoryJob, res *coffer.MaintenanceResult, busy boo
 // heartbeat for JobStaleAfter — it crashed or lost the database — so that
 // none stays running forever and the next one can start. The server calls
 // it periodically; several replicas may. It also drops the open
-// repositories another replica changed or deleted (Refresh).
+// repositories another replica changed or deleted (Refresh) and records
+// the hour's usage samples (SampleUsage).
 func (s *Service) Maintain(ctx context.Context) error {
-	return errors.Join(s.failStaleJobs(ctx), s.Refresh(ctx))
+	return errors.Join(s.failStaleJobs(ctx), s.Refresh(ctx), s.SampleUsage(ctx))
 }
 
 func (s *Service) failStaleJobs(ctx context.Context) error {

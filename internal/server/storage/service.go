@@ -9,8 +9,9 @@
 // (package repos), opening each on first use from its record. It runs
 // verifies and garbage collections as background jobs, one of a kind per
 // repository at a time across replicas, and enforces repository quotas
-// for the backups service. Every change is an audit event; no event or log
-// line carries a credential.
+// for the backups service. It records each repository's storage use once
+// an hour, the history behind the dashboard's chart. Every change is an
+// audit event; no event or log line carries a credential.
 package storage
 
 import (
@@ -44,6 +45,12 @@ type Store interface {
 	SetRepositoryQuotaLevel(ctx context.Context, id string, from, to int) (bool, error)
 	RepositoryStoredBytes(ctx context.Context, id string) (int64, error)
 	RepositorySnapshots(ctx context.Context, id string) ([]metadb.SnapshotOwner, error)
+	StoredBytesByRepository(ctx context.Context) (map[string]int64, error)
+
+	RecordUsageSample(ctx context.Context, s metadb.UsageSample, replace bool) (bool, error)
+	SampledRepositories(ctx context.Context, t time.Time) (map[string]bool, error)
+	UsageHistory(ctx context.Context, since time.Time, step time.Duration) ([]metadb.UsageSample, error)
+	DeleteUsageSamplesBefore(ctx context.Context, t time.Time) (int64, error)
 
 	CreateRepositoryJob(ctx context.Context, j *coffer.RepositoryJob) error
 	RunningRepositoryJobs(ctx context.Context, repositoryID string) ([]coffer.RepositoryJob, error)
@@ -90,6 +97,9 @@ type Options struct {
 	// QuotaRefresh is how long Admit trusts the stored bytes it read
 	// (default 10 s); uploads it admits meanwhile are added to them.
 	QuotaRefresh time.Duration
+	// UsageRetention is how long the hourly usage samples are kept
+	// (default 400 days).
+	UsageRetention time.Duration
 	// Verify and GC, when set, replace the engine's Verify and GC (tests
 	// make them block or fail).
 	Verify func(ctx context.Context, r *repository.Repository, o repository.VerifyOptions) (*repository.VerifyReport, error)
@@ -122,6 +132,11 @@ type Service struct {
 	// the settings it was opened with (see Refresh).
 	openedMu sync.Mutex
 	opened   map[string][32]byte
+
+	// usageHour is the hour this replica last took the usage samples of
+	// (see SampleUsage).
+	usageMu   sync.Mutex
+	usageHour time.Time
 }
 
 // New returns a Service. It fails when the master key is not 32 bytes.
@@ -149,6 +164,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.QuotaRefresh <= 0 {
 		opts.QuotaRefresh = 10 * time.Second
+	}
+	if opts.UsageRetention <= 0 {
+		opts.UsageRetention = 400 * 24 * time.Hour
 	}
 	if opts.Verify == nil {
 		opts.Verify = func(ctx context.Context, r *repository.Repository, o repository.VerifyOptions) (*repository.VerifyReport, error) {
