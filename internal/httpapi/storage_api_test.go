@@ -23,6 +23,13 @@ import (
 // a fresh local one, with its record.
 func newStorageService(t testing.TB, db *metadb.DB, events storage.Publisher) *storage.Service {
 	t.Helper()
+	return newStorageServiceWith(t, db, events, nil)
+}
+
+// newStorageServiceWith is newStorageService with options changed by set
+// (nil: none), e.g. a Verify that blocks.
+func newStorageServiceWith(t testing.TB, db *metadb.DB, events storage.Publisher, set func(*storage.Options)) *storage.Service {
+	t.Helper()
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "default")
 	b, err := local.New(dir)
@@ -35,7 +42,11 @@ func newStorageService(t testing.TB, db *metadb.DB, events storage.Publisher) *s
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := storage.New(storage.Options{Store: db, Default: def, MasterKey: master, Index: index, Events: events})
+	opts := storage.Options{Store: db, Default: def, MasterKey: master, Index: index, Events: events}
+	if set != nil {
+		set(&opts)
+	}
+	svc, err := storage.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,10 +67,17 @@ type storageFixture struct {
 
 func newStorageFixture(t testing.TB, db *metadb.DB) *storageFixture {
 	t.Helper()
+	return newStorageFixtureWith(t, db, nil)
+}
+
+// newStorageFixtureWith is newStorageFixture with the storage service's
+// options changed by set.
+func newStorageFixtureWith(t testing.TB, db *metadb.DB, set func(*storage.Options)) *storageFixture {
+	t.Helper()
 	sf := &storageFixture{agentFixture: &agentFixture{}}
 	sf.fixture = newFixtureWith(t, db, func(f *fixture, o *Options) {
 		sf.agents = agents.New(agents.Options{Store: db, Events: f.hub})
-		sf.storage = newStorageService(t, db, f.hub)
+		sf.storage = newStorageServiceWith(t, db, f.hub, set)
 		o.Agents, o.Storage = sf.agents, sf.storage
 		o.Plans = plans.New(plans.Options{Store: db, Clients: sf.agents, Backups: &planRunner{}, Events: f.hub,
 			DefaultRepositoryID: sf.storage.Repos().DefaultID(), Repositories: sf.storage})

@@ -152,6 +152,8 @@ func (s *Server) registerUI() error {
 	s.registerUIBackups()
 	s.registerUIRestores()
 	s.registerUIEvents()
+	s.registerUIStorage()
+	s.registerUIUsers()
 	return nil
 }
 
