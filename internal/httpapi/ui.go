@@ -154,6 +154,7 @@ func (s *Server) registerUI() error {
 	s.registerUIEvents()
 	s.registerUIStorage()
 	s.registerUIUsers()
+	s.registerUIClients()
 	return nil
 }
 
