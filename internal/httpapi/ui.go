@@ -147,6 +147,7 @@ func (s *Server) registerUI() error {
 	s.mux.HandleFunc("POST /logout", s.uiLogout)
 	s.mux.HandleFunc("GET /{$}", s.uiPage(coffer.PermRead, s.uiDashboard))
 	s.mux.HandleFunc("GET /ui/events", s.uiEvents)
+	s.registerUIPlans()
 	return nil
 }
 
