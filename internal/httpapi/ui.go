@@ -155,6 +155,7 @@ func (s *Server) registerUI() error {
 	s.registerUIStorage()
 	s.registerUIUsers()
 	s.registerUIClients()
+	s.registerUIPlans()
 	return nil
 }
 

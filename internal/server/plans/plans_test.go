@@ -365,3 +365,34 @@ func TestRunNow(t *testing.T) {
 		wantErr(t, err, coffer.KindNotFound, "plan_not_found", "")
 	})
 }
+
+// PreviewSchedule previews an expression that is not saved yet, in its
+// time zone, with the errors saving it would give.
+func TestPreviewSchedule(t *testing.T) {
+	svc := plans.New(plans.Options{})
+	from := time.Date(2026, 3, 27, 12, 0, 0, 0, time.UTC)
+	times, tz, err := svc.PreviewSchedule("0 30 2 * * ?", "Europe/Berlin", 3, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, tm := range times {
+		got = append(got, tm.Format(time.RFC3339))
+	}
+	if want := []string{"2026-03-28T02:30:00+01:00", "2026-03-29T03:30:00+02:00", "2026-03-30T02:30:00+02:00"}; tz != "Europe/Berlin" || !slices.Equal(got, want) {
+		t.Errorf("preview = %v %q, want %v", got, tz, want)
+	}
+	times, tz, err = svc.PreviewSchedule("@hourly", "", 0, from)
+	if err != nil || tz != "UTC" || len(times) != 5 || !times[0].Equal(from.Add(time.Hour)) {
+		t.Errorf("default count in UTC = %v %q %v", times, tz, err)
+	}
+	if times, _, err := svc.PreviewSchedule("  ", "", 5, from); err != nil || times == nil || len(times) != 0 {
+		t.Errorf("empty expression = %#v %v", times, err)
+	}
+	_, _, err = svc.PreviewSchedule("0 61 * * * ?", "", 5, from)
+	wantErr(t, err, coffer.KindInvalid, "invalid_schedule", "body.schedule")
+	_, _, err = svc.PreviewSchedule("@daily", "Mars/Olympus", 5, from)
+	wantErr(t, err, coffer.KindInvalid, "invalid_timezone", "body.timezone")
+	_, _, err = svc.PreviewSchedule("@daily", "", plans.MaxPreview+1, from)
+	wantErr(t, err, coffer.KindInvalid, "invalid_count", "query.count")
+}

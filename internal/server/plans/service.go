@@ -305,26 +305,52 @@ func (s *Service) Delete(ctx context.Context, p *coffer.Principal, id string) (*
 // and the name of that zone. A plan run only by hand has none; a disabled
 // plan's times are those it would fire at when enabled.
 func (s *Service) Preview(ctx context.Context, id string, count int, from time.Time) ([]time.Time, string, error) {
-	if count == 0 {
-		count = defaultPreview
-	}
-	if count < 1 || count > MaxPreview {
-		return nil, "", coffer.Errorf(coffer.KindInvalid, "invalid_count", "count must be between 1 and %d (got %d)", MaxPreview, count).
-			With("field", "query.count")
+	if err := checkCount(count); err != nil {
+		return nil, "", err
 	}
 	pl, err := s.store.GetPlan(ctx, id)
 	if err != nil {
 		return nil, "", err
 	}
-	loc, err := location(pl.Timezone)
+	return nextFires(pl.Schedule, pl.Timezone, count, from, schedule.Window{Start: pl.StartAt, End: pl.EndAt})
+}
+
+// PreviewSchedule is Preview for a schedule not saved in a plan (yet), as
+// a person types it: the next count (1 to MaxPreview; 0 means 5) times expr
+// fires after from in time zone tz ("" = UTC), and that zone's name. Its
+// errors are those saving a plan with them would give: "invalid_schedule"
+// (field body.schedule) and "invalid_timezone" (body.timezone). An empty
+// expression (run by hand only) has no times.
+func (s *Service) PreviewSchedule(expr, tz string, count int, from time.Time) ([]time.Time, string, error) {
+	if err := checkCount(count); err != nil {
+		return nil, "", err
+	}
+	return nextFires(expr, tz, count, from, schedule.Window{})
+}
+
+func checkCount(count int) error {
+	if count < 0 || count > MaxPreview {
+		return coffer.Errorf(coffer.KindInvalid, "invalid_count", "count must be between 1 and %d (got %d)", MaxPreview, count).
+			With("field", "query.count")
+	}
+	return nil
+}
+
+// nextFires computes up to count (0 means 5) fire times of expr in tz
+// after from, within w.
+func nextFires(expr, tz string, count int, from time.Time, w schedule.Window) ([]time.Time, string, error) {
+	if count == 0 {
+		count = defaultPreview
+	}
+	loc, err := location(tz)
 	if err != nil {
 		return nil, "", err
 	}
-	sched, err := parseSchedule(pl.Schedule, loc)
+	sched, err := parseSchedule(expr, loc)
 	if err != nil || sched == nil {
 		return []time.Time{}, loc.String(), err
 	}
-	times := sched.NextN(from, count, schedule.Window{Start: pl.StartAt, End: pl.EndAt})
+	times := sched.NextN(from, count, w)
 	if times == nil {
 		times = []time.Time{}
 	}

@@ -18,3 +18,27 @@ document.addEventListener("click", (ev) => {
   );
   setTimeout(() => { button.textContent = label; }, 2000);
 });
+
+// <button type="button" data-remove="li">: removes the closest element
+// matching the selector (a row of an editable list, such as a plan's
+// include paths) and moves focus to a neighbouring row's field, so that
+// keyboard users are not dropped at the top of the page.
+document.addEventListener("click", (ev) => {
+  const button = ev.target.closest("button[data-remove]");
+  if (!button) return;
+  const row = button.closest(button.dataset.remove);
+  if (!row) return;
+  const neighbour = row.nextElementSibling || row.previousElementSibling;
+  row.remove();
+  const field = neighbour && neighbour.querySelector("input, button");
+  if (field) field.focus();
+});
+
+// <form data-reset-on-success>: clears the form once htmx has sent it and
+// the server accepted it (an "add a row" form whose row was appended).
+document.addEventListener("htmx:afterRequest", (ev) => {
+  const form = ev.detail.elt;
+  if (form instanceof HTMLFormElement && form.hasAttribute("data-reset-on-success") && ev.detail.successful) {
+    form.reset();
+  }
+});
