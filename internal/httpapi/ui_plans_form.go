@@ -78,11 +78,11 @@ func (s *Server) uiPlanEdit(w http.ResponseWriter, r *http.Request, c *uiContext
 		s.uiFail(w, r, c, err)
 		return
 	}
-	s.renderPlanForm(w, r, c, http.StatusOK, formOf(pl), nil, "")
+	s.renderPlanForm(w, r, c, http.StatusOK, planFormOf(pl), nil, "")
 }
 
-// formOf fills the form with a stored plan.
-func formOf(pl *coffer.Plan) *planForm {
+// planFormOf fills the form with a stored plan.
+func planFormOf(pl *coffer.Plan) *planForm {
 	rt := pl.Retention
 	f := &planForm{ID: pl.ID, Name: pl.Name, Group: pl.Group, ClientID: pl.ClientID, RepositoryID: pl.RepositoryID,
 		Schedule: pl.Schedule, Timezone: pl.Timezone, OneFileSystem: pl.OneFileSystem, Enabled: pl.Enabled,

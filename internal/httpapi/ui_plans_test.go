@@ -99,24 +99,6 @@ func createdPlan(t *testing.T, r *uiReply) string {
 	return strings.TrimPrefix(loc, "/plans/")
 }
 
-func wantIn(t *testing.T, what, body string, wants ...string) {
-	t.Helper()
-	for _, w := range wants {
-		if !strings.Contains(body, w) {
-			t.Errorf("%s lacks %q:\n%s", what, w, body)
-		}
-	}
-}
-
-func wantNotIn(t *testing.T, what, body string, unwanted ...string) {
-	t.Helper()
-	for _, w := range unwanted {
-		if strings.Contains(body, w) {
-			t.Errorf("%s has %q", what, w)
-		}
-	}
-}
-
 func TestUIPlansCreateAndEdit(t *testing.T) {
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIPlanFixture(t, db)

@@ -79,25 +79,6 @@ func formOf(t *testing.T, page, id string) url.Values {
 	return v
 }
 
-// wantIn fails unless body holds every one of want.
-func wantIn(t *testing.T, what, body string, want ...string) {
-	t.Helper()
-	for _, w := range want {
-		if !strings.Contains(body, w) {
-			t.Errorf("%s lacks %q:\n%s", what, w, body)
-		}
-	}
-}
-
-func wantNotIn(t *testing.T, what, body string, unwanted ...string) {
-	t.Helper()
-	for _, w := range unwanted {
-		if strings.Contains(body, w) {
-			t.Errorf("%s has %q", what, w)
-		}
-	}
-}
-
 // step submits the wizard's GET form id on page with the fields set added
 // to its hidden ones, and wants status back.
 func (f *restoreFixture) step(t *testing.T, sess *http.Cookie, page, id string, set url.Values, status int) string {

@@ -406,3 +406,23 @@ func TestUIEventStream(t *testing.T) {
 		t.Errorf("frame = %q", got)
 	}
 }
+
+// wantIn fails unless body holds every one of want.
+func wantIn(t *testing.T, what, body string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(body, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, body)
+		}
+	}
+}
+
+// wantNotIn fails if body holds any of unwanted.
+func wantNotIn(t *testing.T, what, body string, unwanted ...string) {
+	t.Helper()
+	for _, w := range unwanted {
+		if strings.Contains(body, w) {
+			t.Errorf("%s has %q", what, w)
+		}
+	}
+}
