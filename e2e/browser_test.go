@@ -94,8 +94,20 @@ func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, actions...); err != nil {
-		b.t.Fatalf("%s: %v\nconsole:\n%s", what, err, strings.Join(b.messages(), "\n"))
+		b.t.Fatalf("%s: %v\npage:\n%s\nconsole:\n%s", what, err, b.pageText(), strings.Join(b.messages(), "\n"))
 	}
+}
+
+// pageText is the address and visible text of the page shown, for failure
+// messages.
+func (b *browser) pageText() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText.slice(0, 3000)`))
+	if err != nil {
+		return "(unreadable: " + err.Error() + ")"
+	}
+	return text
 }
 
 // run runs one action that returns a value.
