@@ -175,6 +175,23 @@ func TestUIBackupFlow(t *testing.T) {
 		b.screenshot(fmt.Sprintf("%02d-admin-%s", 30+i, strings.Trim(p, "/")))
 	}
 
+	// On a phone's width no page scrolls sideways (wide tables scroll
+	// inside their own box).
+	b.do("narrow the window", chromedp.EmulateViewport(375, 800))
+	for _, p := range []string{"/", "/clients/" + clientID, strings.TrimPrefix(planURL, srv.URL) + "/edit", "/backups",
+		"/backups/" + backupID, "/backups/" + backupID + "/browse?path=" + url.QueryEscape(src), "/restores", "/storage", "/events"} {
+		b.do("open "+p+" narrow", chromedp.Navigate(srv.URL+p), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		if w := browserRun(b, "measure "+p, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 375 {
+			wide := browserRun(b, "find what is too wide", chromedp.Evaluate[[]string](`[...document.querySelectorAll('body *')]
+				.filter(e => e.getBoundingClientRect().right > 376 && !e.parentElement.closest('.table-wrap'))
+				.slice(-6).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className + ': ' + (e.textContent || '').trim().slice(0, 40))`))
+			t.Errorf("%s is %d px wide on a 375 px screen; too wide: %q", p, w, wide)
+			b.screenshot("narrow-too-wide-" + strings.NewReplacer("/", "_", "?", "_").Replace(p))
+		}
+	}
+	b.screenshot("40-narrow-last")
+	b.do("widen the window", chromedp.EmulateReset())
+
 	// The check below sees actions where there are some.
 	b.do("open the plan as the admin", chromedp.Navigate(planURL), chromedp.WaitVisible(chromedp.CSS("#run-now")))
 	if actions := pageActions(b); len(actions) < 3 {
