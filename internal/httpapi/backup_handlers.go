@@ -434,6 +434,7 @@ func (s *Server) registerBackupUserRoutes() {
 		ClientID string    `query:"client_id" maxLength:"64" doc:"Only this client's backups."`
 		PlanID   string    `query:"plan_id" maxLength:"64" doc:"Only this plan's backups."`
 		State    []string  `query:"state" maxItems:"6" enum:"queued,running,succeeded,partial,failed,canceled" doc:"Only backups in these states (repeatable)."`
+		Trigger  string    `query:"trigger" enum:"schedule,manual,api," doc:"Only backups started this way: by a plan's schedule, by a person, or by a script with an API token."`
 		Since    time.Time `query:"since" doc:"Only backups created at or after this time (RFC 3339)."`
 		Until    time.Time `query:"until" doc:"Only backups created before this time (RFC 3339)."`
 	}
@@ -441,7 +442,8 @@ func (s *Server) registerBackupUserRoutes() {
 		OperationID: "list-backups", Method: http.MethodGet, Path: "/api/v1/backups", Tags: tags,
 		Summary: "List backups", Description: "Backups of every client, newest first, cursor-paginated. Lists omit each backup's errors.",
 	}, func(ctx context.Context, in *listIn) (*struct{ Body *Page[Backup] }, error) {
-		f := metadb.BackupFilter{ClientID: in.ClientID, PlanID: in.PlanID, Since: in.Since, Until: in.Until}
+		f := metadb.BackupFilter{ClientID: in.ClientID, PlanID: in.PlanID, Trigger: coffer.BackupTrigger(in.Trigger),
+			Since: in.Since, Until: in.Until}
 		for _, st := range in.State {
 			f.States = append(f.States, coffer.JobState(st))
 		}

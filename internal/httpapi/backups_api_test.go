@@ -371,7 +371,21 @@ func TestRunAndCancelOverHTTP(t *testing.T) {
 	if len(r.JSON["items"].([]any)) != 0 {
 		t.Fatalf("since the future = %s", r.Body)
 	}
+	byTrigger := map[string]int{}
+	for _, it := range f.do("GET", "/api/v1/backups?page_size=500", "viewer", nil).Want(200).JSON["items"].([]any) {
+		byTrigger[it.(map[string]any)["trigger"].(string)]++
+	}
+	if len(byTrigger) < 2 {
+		t.Fatalf("backups by trigger = %v: the filter cannot be told from no filter", byTrigger)
+	}
+	for _, trig := range []string{"schedule", "manual", "api"} {
+		items := f.do("GET", "/api/v1/backups?page_size=500&trigger="+trig, "viewer", nil).Want(200).JSON["items"].([]any)
+		if len(items) != byTrigger[trig] {
+			t.Errorf("trigger=%s: %d backups, want %d", trig, len(items), byTrigger[trig])
+		}
+	}
 	f.do("GET", "/api/v1/backups?state=bogus", "viewer", nil).WantError(400, "invalid_request")
+	f.do("GET", "/api/v1/backups?trigger=bogus", "viewer", nil).WantError(400, "invalid_request")
 	f.do("GET", "/api/v1/backups?cursor=garbage", "viewer", nil).WantError(400, "invalid_cursor")
 }
 

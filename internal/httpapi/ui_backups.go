@@ -40,6 +40,9 @@ const dateLayout = "2006-01-02"
 var backupStates = []coffer.JobState{coffer.JobQueued, coffer.JobRunning, coffer.JobSucceeded,
 	coffer.JobPartial, coffer.JobFailed, coffer.JobCanceled}
 
+// backupTriggers are the ways a backup starts that the history filters by.
+var backupTriggers = []coffer.BackupTrigger{coffer.TriggerSchedule, coffer.TriggerManual, coffer.TriggerAPI}
+
 // registerUIBackups mounts the backups pages and their two actions, cancel
 // (operate) and forget (manage); the services check the client again.
 func (s *Server) registerUIBackups() {
@@ -130,18 +133,19 @@ func pagerOf(r *http.Request, next *string) (*uiPager, error) {
 
 // backupsFilter is the history's filter form as the user filled it in.
 type backupsFilter struct {
-	Client, Plan, State, Since, Until, PageSize string
+	Client, Plan, State, Trigger, Since, Until, PageSize string
 }
 
 // backupsData is the history page's data.
 type backupsData struct {
-	Filter  backupsFilter
-	Errors  map[string]string // filter field → what is wrong with it
-	Clients []coffer.Client
-	Plans   []coffer.Plan
-	States  []coffer.JobState
-	Rows    []backupRow
-	Pager   *uiPager
+	Filter   backupsFilter
+	Errors   map[string]string // filter field → what is wrong with it
+	Clients  []coffer.Client
+	Plans    []coffer.Plan
+	States   []coffer.JobState
+	Triggers []coffer.BackupTrigger
+	Rows     []backupRow
+	Pager    *uiPager
 }
 
 // backupRow is one backup of a list, with the names of its client and plan.
@@ -162,8 +166,8 @@ func (b backupRow) DetailURL() string { return backupLinks(b.ID).detail() }
 func (s *Server) uiBackups(w http.ResponseWriter, r *http.Request, c *uiContext) {
 	ctx := r.Context()
 	q := r.URL.Query()
-	data := &backupsData{States: backupStates, Errors: map[string]string{}, Filter: backupsFilter{Client: q.Get("client"),
-		Plan: q.Get("plan"), State: q.Get("state"), Since: q.Get("since"), Until: q.Get("until"), PageSize: q.Get("page_size")}}
+	data := &backupsData{States: backupStates, Triggers: backupTriggers, Errors: map[string]string{}, Filter: backupsFilter{Client: q.Get("client"),
+		Plan: q.Get("plan"), State: q.Get("state"), Trigger: q.Get("trigger"), Since: q.Get("since"), Until: q.Get("until"), PageSize: q.Get("page_size")}}
 	// The stream starts before the list is read, so that no progress falls
 	// in between.
 	live, err := s.uiLive(ctx)
@@ -218,6 +222,12 @@ func (d *backupsData) parse(r *http.Request) (metadb.BackupFilter, int) {
 			d.Errors["state"] = "Choose a state from the list."
 		}
 		f.States = []coffer.JobState{coffer.JobState(fl.State)}
+	}
+	if fl.Trigger != "" {
+		if !slices.Contains(backupTriggers, coffer.BackupTrigger(fl.Trigger)) {
+			d.Errors["trigger"] = "Choose how the backups started from the list."
+		}
+		f.Trigger = coffer.BackupTrigger(fl.Trigger)
 	}
 	var err error
 	if fl.Since != "" {

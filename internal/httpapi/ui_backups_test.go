@@ -176,6 +176,7 @@ func TestUIBackupsList(t *testing.T) {
 			"since=" + day(1):                       nil,
 			"since=" + day(-1) + "&until=" + day(0): {queued, adhoc, planned},
 			"until=" + day(-1):                      nil,
+			"trigger=schedule":                      nil, // none was fired by a schedule
 		} {
 			r := f.page("viewer", "/backups?"+query)
 			if r.StatusCode != 200 || !slices.Equal(rowIDs(r.Body), want) {
@@ -192,10 +193,11 @@ func TestUIBackupsList(t *testing.T) {
 		}
 
 		// Bad input: the field says what is wrong and keeps what was typed.
-		r = f.page("viewer", "/backups?since=2024-13-01&until=yesterday&state=lost")
+		r = f.page("viewer", "/backups?since=2024-13-01&until=yesterday&state=lost&trigger=lost")
 		for _, want := range []string{`value="2024-13-01" aria-invalid="true" aria-describedby="filter-since-error"`,
 			`id="filter-since-error">Enter a date as YYYY-MM-DD`, `value="yesterday" aria-invalid="true"`,
-			`id="filter-state" name="state" aria-invalid="true" aria-describedby="filter-state-error"`, `role="alert"`} {
+			`id="filter-state" name="state" aria-invalid="true" aria-describedby="filter-state-error"`,
+			`id="filter-trigger" name="trigger" aria-invalid="true"`, `role="alert"`} {
 			if !strings.Contains(r.Body, want) {
 				t.Errorf("bad filter page lacks %q", want)
 			}

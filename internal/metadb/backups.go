@@ -192,10 +192,11 @@ type BackupFilter struct {
 	PlanID   string
 	AdHoc    bool // only backups of no plan
 	States   []coffer.JobState
-	Since    time.Time // created at or after
-	Until    time.Time // created before
-	After    *Keyset   // the last row of the previous page
-	Limit    int       // at most this many (0: no limit)
+	Trigger  coffer.BackupTrigger // only backups started this way ("": any)
+	Since    time.Time            // created at or after
+	Until    time.Time            // created before
+	After    *Keyset              // the last row of the previous page
+	Limit    int                  // at most this many (0: no limit)
 }
 
 // CountBackupsByState counts the backups created at or after since, by
@@ -235,6 +236,9 @@ func (db *DB) ListBackups(ctx context.Context, f BackupFilter) ([]coffer.Backup,
 		w.add("plan_id = ''")
 	}
 	w.states(f.States)
+	if f.Trigger != "" {
+		w.add("trigger_kind = " + w.arg(f.Trigger))
+	}
 	if !f.Since.IsZero() {
 		w.add("created_at >= " + w.arg(ts(f.Since)))
 	}

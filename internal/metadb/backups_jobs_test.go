@@ -307,7 +307,8 @@ func TestListBackups(t *testing.T) {
 				}
 				delete(active, plan)
 			}
-			b := newBackup(t, db, coffer.Backup{ClientID: []string{"c1", "c2"}[i%2], PlanID: plan})
+			b := newBackup(t, db, coffer.Backup{ClientID: []string{"c1", "c2"}[i%2], PlanID: plan,
+				Trigger: []coffer.BackupTrigger{coffer.TriggerSchedule, coffer.TriggerManual, coffer.TriggerAPI, coffer.TriggerManual}[i%4]})
 			if plan != "" && i%5 != 2 {
 				active[plan] = b.ID
 			}
@@ -361,6 +362,9 @@ func TestListBackups(t *testing.T) {
 				func(b coffer.Backup) bool { return b.State == coffer.JobRunning || b.State == coffer.JobCanceled }},
 			{"client and state", metadb.BackupFilter{ClientID: "c1", States: []coffer.JobState{coffer.JobQueued}},
 				func(b coffer.Backup) bool { return b.ClientID == "c1" && b.State == coffer.JobQueued }},
+			{"trigger", metadb.BackupFilter{Trigger: coffer.TriggerManual}, func(b coffer.Backup) bool { return b.Trigger == coffer.TriggerManual }},
+			{"client and trigger", metadb.BackupFilter{ClientID: "c1", Trigger: coffer.TriggerAPI},
+				func(b coffer.Backup) bool { return b.ClientID == "c1" && b.Trigger == coffer.TriggerAPI }},
 			{"since until", metadb.BackupFilter{Since: start.Add(time.Minute), Until: start.Add(4 * time.Minute)},
 				func(b coffer.Backup) bool {
 					return !b.CreatedAt.Before(start.Add(time.Minute)) && b.CreatedAt.Before(start.Add(4*time.Minute))
