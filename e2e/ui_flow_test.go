@@ -94,8 +94,10 @@ func TestUIBackupFlow(t *testing.T) {
 	b.do("run the plan", chromedp.Click(chromedp.CSS("#run-now")), chromedp.WaitVisible(chromedp.CSS("#backup-progress")))
 	backupURL := b.location()
 	backupID := strings.TrimPrefix(backupURL, srv.URL+"/backups/")
-	waitVisibleFor(b, "the backup to succeed", `#backup-progress [data-state="succeeded"]`, 3*time.Minute)
-	b.do("reload the backup for its details", chromedp.Click(chromedp.CSS("#reload-details")), chromedp.WaitVisible(chromedp.CSS("#browse")))
+	// The page follows the backup live and, when it ends, reloads with
+	// what only a finished backup has: its browse link.
+	b.waitJS("the backup to succeed", `document.readyState === "complete" && `+
+		`!!document.querySelector('#backup-progress [data-state="succeeded"]') && !!document.querySelector('#browse')`, 3*time.Minute)
 	b.screenshot("16-backup-detail")
 
 	// Browse the backup and download a file with the browser's session.
@@ -150,7 +152,11 @@ func TestUIBackupFlow(t *testing.T) {
 	}
 	b.screenshot("20-restore-confirm")
 	b.do("confirm the restore", chromedp.Click(chromedp.CSS("#restore-confirm")), chromedp.WaitVisible(chromedp.CSS("#restore-progress")))
-	waitVisibleFor(b, "the restore to succeed", `#restore-progress [data-state="succeeded"]`, 3*time.Minute)
+	b.waitJS("the restore to succeed", `document.readyState === "complete" && `+
+		`!!document.querySelector('#restore-progress [data-state="succeeded"]') && !document.querySelector('[data-reload-when-done]')`, 3*time.Minute)
+	if !browserRun(b, "look for the delete button", chromedp.Evaluate[bool](`!!document.querySelector('#restore-delete') && !document.querySelector('#restore-cancel')`)) {
+		t.Error("the finished restore's page did not reload to its final actions (delete, no cancel)")
+	}
 	b.screenshot("21-restore-detail")
 	for name, body := range files {
 		p := filepath.Join(dst, src, name)
@@ -271,16 +277,6 @@ func (b *browser) waitJS(what, expr string, timeout time.Duration) {
 // its last swap: a click on content still settling can be lost.
 func htmxSettled() chromedp.Action[chromedp.Void] {
 	return chromedp.Poll[chromedp.Void](`!document.querySelector('.htmx-request, .htmx-settling, .htmx-swapping, .htmx-added')`)
-}
-
-// waitVisibleFor waits up to timeout for an element to show.
-func waitVisibleFor(b *browser, what, sel string, timeout time.Duration) {
-	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, timeout)
-	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(sel))); err != nil {
-		b.t.Fatalf("waiting for %s (%s): %v\nconsole:\n%s", what, sel, err, strings.Join(b.messages(), "\n"))
-	}
 }
 
 // openDirIn walks the file browser in container down to dir, one

@@ -410,6 +410,7 @@ func (s *Server) uiBackup(w http.ResponseWriter, r *http.Request, c *uiContext) 
 // client, plan, repository and creator names, and links.
 func (s *Server) backupDetail(ctx context.Context, b *coffer.Backup) (*backupDetailData, error) {
 	d := &backupDetailData{B: toBackup(b, false), Errors: b.Errors, Job: backupJob(b)}
+	d.Job.ReloadWhenDone = true
 	exp, err := s.opts.Backups.ExpiresAt(ctx, b)
 	if err != nil {
 		return nil, err

@@ -257,7 +257,7 @@ func TestUIBackupDetail(t *testing.T) {
 		if got := link(r.Body, "id=restore"); got != "/restores/new?backup="+planned {
 			t.Errorf("restore link %q", got)
 		}
-		for _, id := range []string{`id="cancel"`, `id="forget"`, `id="reload-details"`} {
+		for _, id := range []string{`id="cancel"`, `id="forget"`, `id="reload-details"`, `data-reload-when-done`} {
 			if strings.Contains(r.Body, id) {
 				t.Errorf("the operator's page of a finished backup has %s", id)
 			}
@@ -267,7 +267,8 @@ func TestUIBackupDetail(t *testing.T) {
 		}
 		// A queued backup: no browse; cancel for who may operate its client.
 		r = f.page("operator", "/backups/"+queued)
-		if !strings.Contains(r.Body, `id="cancel"`) || !strings.Contains(r.Body, `id="reload-details"`) || strings.Contains(r.Body, `id="browse"`) ||
+		if !strings.Contains(r.Body, `id="cancel"`) || !strings.Contains(r.Body, `id="reload-details"`) ||
+			!strings.Contains(r.Body, `data-reload-when-done`) || strings.Contains(r.Body, `id="browse"`) ||
 			strings.Contains(r.Body, `id="forget"`) {
 			t.Errorf("queued backup page:\n%s", r.Body)
 		}

@@ -26,6 +26,11 @@ type jobView struct {
 	Started    *time.Time
 	Finished   *time.Time
 	Error      string
+	// ReloadWhenDone makes the page reload once the job, active when the
+	// page was rendered, reaches its final state (coffer.js), so that a
+	// detail page then shows everything the job recorded: its counters,
+	// errors and the actions of a finished job.
+	ReloadWhenDone bool
 }
 
 // Active reports whether the job is still queued or running.

@@ -178,6 +178,7 @@ func (s *Server) uiRestore(w http.ResponseWriter, r *http.Request, c *uiContext)
 		return
 	}
 	d := &restoreData{restoreRow: restoreRowOf(rs, names), Overwrite: overwriteOptionOf(rs.Overwrite)}
+	d.Job.ReloadWhenDone = true
 	if rs.CreatedBy != "" {
 		d.CreatedBy = rs.CreatedBy
 		if u, err := s.opts.Auth.GetUser(ctx, rs.CreatedBy); err == nil {

@@ -42,3 +42,18 @@ document.addEventListener("htmx:afterRequest", (ev) => {
     form.reset();
   }
 });
+
+// A running job's progress wrapper with data-reload-when-done (a detail
+// page): when the live stream swaps in its final state, reload the page so
+// that it shows everything the job recorded. The page then renders the
+// finished job without the attribute, so this happens once.
+const finalStates = ["succeeded", "partial", "failed", "canceled"];
+document.addEventListener("htmx:sseMessage", (ev) => {
+  const wrapper = ev.target.closest && ev.target.closest("[data-reload-when-done]");
+  if (!wrapper) return;
+  const badge = wrapper.querySelector("[data-state]");
+  if (badge && finalStates.includes(badge.dataset.state)) {
+    wrapper.removeAttribute("data-reload-when-done");
+    window.location.reload();
+  }
+});
