@@ -244,20 +244,17 @@ func (s *Server) renderRepository(w http.ResponseWriter, r *http.Request, c *uiC
 func (s *Server) repositoryPage(r *http.Request, id string) (*repositoryData, error) {
 	ctx := r.Context()
 	svc := s.opts.Storage
-	repo, err := svc.GetRepository(ctx, id)
+	jobs, repo, err := s.repositoryJobs(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	data := &repositoryData{Repo: repo, Verify: newFormState(url.Values{"mode": {"structure"}}), GC: newFormState(nil)}
+	data := &repositoryData{Repo: repo, Jobs: jobs, Verify: newFormState(url.Values{"mode": {"structure"}}), GC: newFormState(nil)}
 	if repo.EndpointID != "" {
 		if data.Endpoint, err = svc.GetEndpoint(ctx, repo.EndpointID); err != nil && !coffer.IsKind(err, coffer.KindNotFound) {
 			return nil, err
 		}
 	}
 	data.Location = repositoryLocation(repo, data.Endpoint)
-	if data.Jobs, err = s.repositoryJobs(ctx, repo); err != nil {
-		return nil, err
-	}
 	u, err := svc.Usage(ctx, id)
 	if err != nil {
 		data.UsageError = failureOf(r, err).message
@@ -273,12 +270,20 @@ func (s *Server) repositoryPage(r *http.Request, id string) (*repositoryData, er
 	return data, nil
 }
 
-func (s *Server) repositoryJobs(ctx context.Context, repo *coffer.Repository) (*repositoryJobs, error) {
-	running, err := s.opts.Storage.RunningJobs(ctx, repo.ID)
+func (s *Server) repositoryJobs(ctx context.Context, id string) (*repositoryJobs, *coffer.Repository, error) {
+	// The running jobs first: a job that ends in between has then already
+	// recorded its result on the repository (one transaction), so the
+	// fragment never shows a job gone and its result missing — which would
+	// also stop the poller before the result shows.
+	running, err := s.opts.Storage.RunningJobs(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &repositoryJobs{RepositoryID: repo.ID, Running: running, LastVerify: repo.LastVerify, LastGC: repo.LastGC}, nil
+	repo, err := s.opts.Storage.GetRepository(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &repositoryJobs{RepositoryID: repo.ID, Running: running, LastVerify: repo.LastVerify, LastGC: repo.LastGC}, repo, nil
 }
 
 // clientUsage names a client's share by the client's name when it still
@@ -312,12 +317,7 @@ func (s *Server) planUsage(ctx context.Context, g storage.GroupUsage) usageRow {
 // uiRepositoryJobs is the jobs fragment the repository page polls while a
 // job runs; once none does, it answers without the polling trigger.
 func (s *Server) uiRepositoryJobs(w http.ResponseWriter, r *http.Request, c *uiContext) {
-	repo, err := s.opts.Storage.GetRepository(r.Context(), r.PathValue("id"))
-	if err != nil {
-		s.uiFail(w, r, c, err)
-		return
-	}
-	jobs, err := s.repositoryJobs(r.Context(), repo)
+	jobs, _, err := s.repositoryJobs(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.uiFail(w, r, c, err)
 		return

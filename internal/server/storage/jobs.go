@@ -232,12 +232,17 @@ func (s *Service) collect(ctx context.Context, repo *repository.Repository, j *c
 	return false
 }
 
-// finish records job j's result and publishes it.
+// finish records job j's result and publishes it. After a garbage
+// collection that deleted something, the quota and usage figures are
+// refreshed first, so that whoever sees the job end reads the new ones.
 func (s *Service) finish(ctx context.Context, r *coffer.Repository, j *coffer.RepositoryJob, res *coffer.MaintenanceResult, p *coffer.Principal, busy bool) {
 	res.FinishedAt = s.now()
 	state := coffer.JobSucceeded
 	if res.Error != "" {
 		state = coffer.JobFailed
+	}
+	if j.Kind == coffer.JobGC && !j.DryRun && res.OK {
+		s.refreshUsage(context.WithoutCancel(ctx), r.ID)
 	}
 	if _, err := s.store.FinishRepositoryJob(context.WithoutCancel(ctx), j.ID, state, res); err != nil {
 		s.log.Warn("record the result of a repository job", "job_id", j.ID, "repository_id", r.ID, "err", err)
@@ -246,17 +251,20 @@ func (s *Service) finish(ctx context.Context, r *coffer.Repository, j *coffer.Re
 	level, code, title := jobOutcome(j, res, busy)
 	s.publish(ctx, p, repoRef(r.ID), level, code, title,
 		fmt.Sprintf("%s of repository “%s” (job %s): %s", capitalize(describeJob(j)), r.Name, j.ID, res.Summary))
-	if j.Kind == coffer.JobGC && !j.DryRun && res.OK {
-		// Usage dropped: let the next quota check read it afresh.
-		s.quotaMu.Lock()
-		delete(s.quota, r.ID)
-		s.quotaMu.Unlock()
-		if _, err := s.quotaOf(context.WithoutCancel(ctx), r.ID); err != nil {
-			s.log.Warn("refresh the quota of a repository after GC", "repository_id", r.ID, "err", err)
-		}
-		if err := s.sampleUsage(context.WithoutCancel(ctx), r.ID, true); err != nil {
-			s.log.Warn("record the usage of a repository after GC", "repository_id", r.ID, "err", err)
-		}
+}
+
+// refreshUsage drops repository id's cached quota usage and reads it
+// afresh, and replaces the hour's usage sample: a garbage collection
+// changed both.
+func (s *Service) refreshUsage(ctx context.Context, id string) {
+	s.quotaMu.Lock()
+	delete(s.quota, id)
+	s.quotaMu.Unlock()
+	if _, err := s.quotaOf(ctx, id); err != nil {
+		s.log.Warn("refresh the quota of a repository after GC", "repository_id", id, "err", err)
+	}
+	if err := s.sampleUsage(ctx, id, true); err != nil {
+		s.log.Warn("record the usage of a repository after GC", "repository_id", id, "err", err)
 	}
 }
 
