@@ -270,6 +270,8 @@ func (s *Server) repositoryPage(r *http.Request, id string) (*repositoryData, er
 	return data, nil
 }
 
+// repositoryJobs reads repository id and its running jobs, for the page and
+// for the jobs fragment that polls while one runs.
 func (s *Server) repositoryJobs(ctx context.Context, id string) (*repositoryJobs, *coffer.Repository, error) {
 	// The running jobs first: a job that ends in between has then already
 	// recorded its result on the repository (one transaction), so the
