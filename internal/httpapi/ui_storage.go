@@ -8,9 +8,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cofferhq/coffer"
-	"github.com/cofferhq/coffer/internal/engine/repository"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/server/storage"
 )
@@ -25,6 +25,8 @@ import (
 type storageData struct {
 	Endpoints    []endpointRow
 	Repositories []repositoryRow
+	// Unsampled is set when some repository has no usage sample yet.
+	Unsampled bool
 }
 
 // endpointRow is an endpoint with the number of repositories on it.
@@ -43,24 +45,43 @@ func endpointAddress(e *coffer.Endpoint) string {
 	return "http://" + e.URL
 }
 
-// repositoryRow is a repository as the storage page lists it.
+// repositoryRow is a repository as the storage page lists it. Its stored
+// bytes are live (one aggregate of the index for all repositories); its
+// logical bytes and deduplication ratio come from its newest hourly usage
+// sample, since computing them reads every blob and snapshot of the
+// repository: the repository's own page does that.
 type repositoryRow struct {
 	Repo     *coffer.Repository
 	Location string
-	// Usage is nil when the repository could not be opened; UsageError
-	// says why.
-	Usage      *repository.Usage
-	UsageError string
-	Running    int // verifies and GCs running now
+	Stored   int64
+	// Sample is the newest usage sample, nil before the first; AsOf says
+	// when it was taken, for people.
+	Sample  *metadb.UsageSample
+	AsOf    string
+	Running int // verifies and GCs running now
 }
 
 // Quota is the repository's quota against its stored bytes; nil without
-// a quota or without usage.
-func (r *repositoryRow) Quota() *quotaView {
-	if r.Usage == nil {
-		return nil
+// a quota.
+func (r *repositoryRow) Quota() *quotaView { return newQuota(r.Stored, r.Repo.QuotaBytes) }
+
+// DedupRatio is the sample's logical bytes per byte of its blobs, as
+// repository.Usage has it (0 without a sample or blobs).
+func (r *repositoryRow) DedupRatio() float64 {
+	if r.Sample == nil || r.Sample.BlobBytes <= 0 {
+		return 0
 	}
-	return newQuota(r.Usage.StoredBytes, r.Repo.QuotaBytes)
+	return float64(r.Sample.LogicalBytes) / float64(r.Sample.BlobBytes)
+}
+
+// asOf says when a sample taken at t was, in UTC: the time of day when it
+// was today, with the date otherwise.
+func asOf(t, now time.Time) string {
+	t, now = t.UTC(), now.UTC()
+	if t.YearDay() == now.YearDay() && t.Year() == now.Year() {
+		return t.Format("15:04 UTC")
+	}
+	return t.Format("2006-01-02 15:04 UTC")
 }
 
 // quotaView is a repository's stored bytes against its quota, for a
@@ -133,14 +154,30 @@ func (s *Server) uiStorage(w http.ResponseWriter, r *http.Request, c *uiContext)
 		s.uiFail(w, r, c, err)
 		return
 	}
+	stored, err := svc.StoredBytes(ctx)
+	if err != nil {
+		s.uiFail(w, r, c, err)
+		return
+	}
+	samples, err := svc.LatestUsage(ctx)
+	if err != nil {
+		s.uiFail(w, r, c, err)
+		return
+	}
 	byID := map[string]*coffer.Endpoint{}
 	data := &storageData{}
 	for i := range eps {
 		byID[eps[i].ID] = &eps[i]
 	}
+	now := s.opts.Now()
 	for i := range repos {
-		row := repositoryRow{Repo: &repos[i], Location: repositoryLocation(&repos[i], byID[repos[i].EndpointID])}
-		row.Usage, row.UsageError = s.repositoryTotals(r, repos[i].ID)
+		id := repos[i].ID
+		row := repositoryRow{Repo: &repos[i], Location: repositoryLocation(&repos[i], byID[repos[i].EndpointID]), Stored: stored[id]}
+		if u, ok := samples[id]; ok {
+			row.Sample, row.AsOf = &u, asOf(u.TakenAt, now)
+		} else {
+			data.Unsampled = true
+		}
 		for _, j := range running {
 			if j.RepositoryID == repos[i].ID {
 				row.Running++
@@ -158,19 +195,6 @@ func (s *Server) uiStorage(w http.ResponseWriter, r *http.Request, c *uiContext)
 		data.Endpoints = append(data.Endpoints, row)
 	}
 	s.render(w, r, http.StatusOK, "storage", c.view("Storage", "storage", data))
-}
-
-// repositoryTotals is a repository's usage from its index (cheap, unlike
-// the split by client and plan of the detail page), or why there is none.
-func (s *Server) repositoryTotals(r *http.Request, id string) (*repository.Usage, string) {
-	repo, err := s.opts.Storage.Repos().Get(r.Context(), id)
-	if err == nil {
-		var u *repository.Usage
-		if u, err = repo.Usage(r.Context()); err == nil {
-			return u, ""
-		}
-	}
-	return nil, failureOf(r, err).message
 }
 
 // repositoryLocation says where a repository lives, for people.

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -133,14 +134,34 @@ func TestUIStoragePages(t *testing.T) {
 			t.Fatalf("after edit: %+v", r)
 		}
 
+		// Before the first hourly sample: stored bytes (live), no logical
+		// bytes or ratio, and where to find them.
 		list := viewer.get("/storage").want(t, 200, `id="storage-repositories"`, `data-repository-id="`+defID+`"`,
+			`<td class="num">`+humanBytes(usage.StoredBytes)+`</td>`,
 			`<meter class="quota" min="0" max="100" low="80" high="95" optimum="0" value="9`, humanBytes(usage.StoredBytes)+" of ",
-			humanBytes(usage.LogicalBytes), `href="/storage/repositories/`+defID+`"`, ">default<", `id="storage-endpoints"`)
-		list.wantNot(t, `id="new-repository"`, `id="new-endpoint"`, "/edit")
+			`href="/storage/repositories/`+defID+`"`, ">default<", `id="storage-endpoints"`,
+			`id="storage-usage-hint"`, "measured hourly", "— means not measured yet", "own page shows them as of now",
+			`<td class="num" aria-describedby="storage-usage-hint">—<span class="visually-hidden"> not measured yet</span></td>`)
+		list.wantNot(t, `id="new-repository"`, `id="new-endpoint"`, "/edit", humanBytes(usage.LogicalBytes), `class="as-of"`)
 		if !regexp.MustCompile(`\(9\d\.\d %\)`).MatchString(list.Body) {
 			t.Errorf("quota text lacks the percentage:\n%s", list.Body)
 		}
 		admin.get("/storage").want(t, 200, `id="new-repository"`, `id="new-endpoint"`)
+
+		// The hourly sample brings them, saying when it was taken.
+		if err := f.storage.SampleUsage(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		latest, err := f.storage.LatestUsage(context.Background())
+		sample, ok := latest[defID]
+		if err != nil || !ok || sample.LogicalBytes != usage.LogicalBytes || sample.BlobBytes != usage.BlobBytes {
+			t.Fatalf("latest usage = %+v, %v; want %+v", latest, err, usage.Usage)
+		}
+		list = viewer.get("/storage").want(t, 200, `<td class="num">`+humanBytes(usage.StoredBytes)+`</td>`,
+			`<td class="num">`+humanBytes(usage.LogicalBytes)+` <span class="as-of">as of <time datetime="`+
+				sample.TakenAt.UTC().Format(time.RFC3339)+`">`,
+			fmt.Sprintf(`<td class="num">%.2f×</td>`, usage.DedupRatio), "measured hourly")
+		list.wantNot(t, "not measured yet")
 
 		detail := viewer.get("/storage/repositories/"+defID).want(t, 200, `id="stored-bytes">`+humanBytes(usage.StoredBytes),
 			`id="dedup-ratio">`, `meter class="quota"`, `id="usage-clients"`, ">web</a>", `href="/clients/`+client+`"`,
@@ -149,6 +170,17 @@ func TestUIStoragePages(t *testing.T) {
 		admin.get("/storage/repositories/"+defID).want(t, 200, `id="verify-button"`, `id="gc-button"`, `id="edit-repository"`,
 			"it cannot be deleted").wantNot(t, `id="delete-repository"`)
 		viewer.get("/storage/repositories/nope").want(t, 404)
+
+		// New data: the stored bytes follow at once, the logical bytes and
+		// ratio stay the sample's until the next one.
+		f.backUp(client, repotest.Files{"c.txt": repotest.Random(3, 100<<10)})
+		now, err := f.storage.Usage(context.Background(), defID)
+		if err != nil || now.StoredBytes <= usage.StoredBytes || now.LogicalBytes == usage.LogicalBytes {
+			t.Fatalf("usage after another backup: %+v, %v", now, err)
+		}
+		viewer.get("/storage").want(t, 200, `<td class="num">`+humanBytes(now.StoredBytes)+`</td>`,
+			`<td class="num">`+humanBytes(usage.LogicalBytes)+` <span class="as-of">`).
+			wantNot(t, humanBytes(now.LogicalBytes))
 
 		// Viewers and operators get no forms and cannot post.
 		for _, u := range []*uiBrowser{viewer, f.uiAs("operator")} {
@@ -166,6 +198,26 @@ func TestUIStoragePages(t *testing.T) {
 			t.Errorf("a GC started without the token: %v", jobs)
 		}
 	})
+}
+
+func TestUIStorageAsOf(t *testing.T) {
+	now := time.Date(2026, 3, 14, 15, 30, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		t    time.Time
+		want string
+	}{
+		{"this hour", time.Date(2026, 3, 14, 15, 2, 9, 0, time.UTC), "15:02 UTC"},
+		{"yesterday in UTC, given in another zone", time.Date(2026, 3, 14, 1, 0, 0, 0, time.FixedZone("X", 3*3600)), "2026-03-13 22:00 UTC"},
+		{"yesterday", time.Date(2026, 3, 13, 23, 0, 0, 0, time.UTC), "2026-03-13 23:00 UTC"},
+		{"a year before", time.Date(2025, 3, 14, 15, 0, 0, 0, time.UTC), "2025-03-14 15:00 UTC"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := asOf(tc.t, now); got != tc.want {
+				t.Errorf("asOf(%v) = %q, want %q", tc.t, got, tc.want)
+			}
+		})
+	}
 }
 
 func TestUIStorageForms(t *testing.T) {

@@ -7,13 +7,18 @@ import (
 )
 
 // This file keeps the history of repositories' storage use: one sample per
-// repository and hour, for the dashboard's chart of stored bytes over time.
+// repository and hour, for the dashboard's chart of stored bytes over time
+// and the storage page's logical bytes and deduplication ratio, which are
+// too costly to compute on each page view.
 
 // UsageSample is a repository's storage use at one time.
 type UsageSample struct {
 	RepositoryID string
 	TakenAt      time.Time
 	StoredBytes  int64 // what its packs take in storage
+	// BlobBytes is what its distinct blobs take in storage (compressed
+	// and encrypted): the deduplication ratio's denominator.
+	BlobBytes    int64
 	LogicalBytes int64 // what its snapshots hold before deduplication and compression
 }
 
@@ -29,12 +34,12 @@ func hourBucket(t time.Time) int64 { return t.Unix() / 3600 }
 func (db *DB) RecordUsageSample(ctx context.Context, s UsageSample, replace bool) (bool, error) {
 	onConflict := "DO NOTHING"
 	if replace {
-		onConflict = "DO UPDATE SET taken_at = excluded.taken_at, stored_bytes = excluded.stored_bytes, logical_bytes = excluded.logical_bytes"
+		onConflict = "DO UPDATE SET taken_at = excluded.taken_at, stored_bytes = excluded.stored_bytes, blob_bytes = excluded.blob_bytes, logical_bytes = excluded.logical_bytes"
 	}
 	at := ts(s.TakenAt)
-	res, err := db.sql.ExecContext(ctx, `INSERT INTO repository_usage_samples (repository_id, hour_bucket, taken_at, stored_bytes, logical_bytes)
-		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (repository_id, hour_bucket) `+onConflict,
-		s.RepositoryID, hourBucket(at), at, s.StoredBytes, s.LogicalBytes)
+	res, err := db.sql.ExecContext(ctx, `INSERT INTO repository_usage_samples (repository_id, hour_bucket, taken_at, stored_bytes, blob_bytes, logical_bytes)
+		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (repository_id, hour_bucket) `+onConflict,
+		s.RepositoryID, hourBucket(at), at, s.StoredBytes, s.BlobBytes, s.LogicalBytes)
 	if isForeignKeyViolation(err) {
 		return false, nil
 	}
@@ -75,11 +80,7 @@ func (db *DB) SampledRepositories(ctx context.Context, t time.Time) (map[string]
 // repository.
 func (db *DB) UsageHistory(ctx context.Context, since time.Time, step time.Duration) ([]UsageSample, error) {
 	hours := max(int64(step/time.Hour), 1)
-	rows, err := queryAll(ctx, db.sql, func(r rowScanner) (UsageSample, error) {
-		var s UsageSample
-		err := r.Scan(&s.RepositoryID, utc{&s.TakenAt}, &s.StoredBytes, &s.LogicalBytes)
-		return s, err
-	}, `SELECT s.repository_id, s.taken_at, s.stored_bytes, s.logical_bytes FROM repository_usage_samples s
+	rows, err := queryAll(ctx, db.sql, scanUsageSample, `SELECT `+usageSampleColumns+` FROM repository_usage_samples s
 		JOIN (SELECT repository_id, MAX(hour_bucket) AS hour_bucket FROM repository_usage_samples
 			WHERE hour_bucket >= $1 GROUP BY repository_id, hour_bucket / $2) l
 		ON l.repository_id = s.repository_id AND l.hour_bucket = s.hour_bucket
@@ -89,6 +90,32 @@ func (db *DB) UsageHistory(ctx context.Context, since time.Time, step time.Durat
 		return nil, fmt.Errorf("read usage history: %w", err)
 	}
 	return rows, nil
+}
+
+// LatestUsageSamples returns each repository's newest usage sample, by
+// repository id; a repository without one is not in the map.
+func (db *DB) LatestUsageSamples(ctx context.Context) (map[string]UsageSample, error) {
+	rows, err := queryAll(ctx, db.sql, scanUsageSample, `SELECT `+usageSampleColumns+` FROM repository_usage_samples s
+		JOIN (SELECT repository_id, MAX(hour_bucket) AS hour_bucket FROM repository_usage_samples GROUP BY repository_id) l
+		ON l.repository_id = s.repository_id AND l.hour_bucket = s.hour_bucket`)
+	if err != nil {
+		return nil, fmt.Errorf("read latest usage samples: %w", err)
+	}
+	out := make(map[string]UsageSample, len(rows))
+	for _, s := range rows {
+		out[s.RepositoryID] = s
+	}
+	return out, nil
+}
+
+// usageSampleColumns are the columns scanUsageSample reads, of the table
+// aliased s.
+const usageSampleColumns = `s.repository_id, s.taken_at, s.stored_bytes, s.blob_bytes, s.logical_bytes`
+
+func scanUsageSample(r rowScanner) (UsageSample, error) {
+	var s UsageSample
+	err := r.Scan(&s.RepositoryID, utc{&s.TakenAt}, &s.StoredBytes, &s.BlobBytes, &s.LogicalBytes)
+	return s, err
 }
 
 // DeleteUsageSamplesBefore removes the usage samples taken before t and

@@ -21,7 +21,7 @@ func TestUsageSamplesOnePerHour(t *testing.T) {
 		var wins atomic.Int32
 		codes := race(8, func(i int) error {
 			ok, err := db.RecordUsageSample(ctx, metadb.UsageSample{RepositoryID: "repo-a",
-				TakenAt: hour.Add(time.Duration(i) * time.Minute), StoredBytes: int64(100 + i), LogicalBytes: 1000}, false)
+				TakenAt: hour.Add(time.Duration(i) * time.Minute), StoredBytes: int64(100 + i), BlobBytes: 90, LogicalBytes: 1000}, false)
 			if ok {
 				wins.Add(1)
 			}
@@ -47,7 +47,8 @@ func TestUsageSamplesOnePerHour(t *testing.T) {
 		if h, _ := db.UsageHistory(ctx, hour, time.Hour); !cmp.Equal(h, []metadb.UsageSample{first}) {
 			t.Fatalf("history after a second sample = %+v, want %+v", h, first)
 		}
-		after := metadb.UsageSample{RepositoryID: "repo-a", TakenAt: hour.Add(55 * time.Minute), StoredBytes: 40, LogicalBytes: 900}
+		after := metadb.UsageSample{RepositoryID: "repo-a", TakenAt: hour.Add(55 * time.Minute), StoredBytes: 40, BlobBytes: 35,
+			LogicalBytes: 900}
 		if ok, err := db.RecordUsageSample(ctx, after, true); !ok || err != nil {
 			t.Fatalf("replacing sample: stored %v, %v", ok, err)
 		}
@@ -77,7 +78,7 @@ func TestUsageHistorySteps(t *testing.T) {
 		for h := range 48 {
 			for _, id := range []string{"repo-a", "repo-b"} {
 				if _, err := db.RecordUsageSample(ctx, metadb.UsageSample{RepositoryID: id, TakenAt: day.Add(time.Duration(h)*time.Hour + time.Minute),
-					StoredBytes: int64(h), LogicalBytes: int64(2 * h)}, false); err != nil {
+					StoredBytes: int64(h), BlobBytes: int64(h / 2), LogicalBytes: int64(2 * h)}, false); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -91,7 +92,7 @@ func TestUsageHistorySteps(t *testing.T) {
 		for _, id := range []string{"repo-a", "repo-b"} {
 			for _, h := range []int{29, 35, 41, 47} {
 				want = append(want, metadb.UsageSample{RepositoryID: id, TakenAt: day.Add(time.Duration(h)*time.Hour + time.Minute),
-					StoredBytes: int64(h), LogicalBytes: int64(2 * h)})
+					StoredBytes: int64(h), BlobBytes: int64(h / 2), LogicalBytes: int64(2 * h)})
 			}
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
@@ -114,6 +115,53 @@ func TestUsageHistorySteps(t *testing.T) {
 		all, err = db.UsageHistory(ctx, day, time.Hour)
 		if err != nil || len(all) != 24 || all[0].RepositoryID != "repo-a" {
 			t.Fatalf("history after deleting repo-b: %d samples, %v", len(all), err)
+		}
+	})
+}
+
+func TestLatestUsageSamples(t *testing.T) {
+	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
+		ctx := context.Background()
+		newRepository(t, db, "repo-a", "a")
+		newRepository(t, db, "repo-b", "b")
+		newRepository(t, db, "repo-c", "c") // never sampled
+		got, err := db.LatestUsageSamples(ctx)
+		if err != nil || len(got) != 0 {
+			t.Fatalf("latest samples without any = %v, %v", got, err)
+		}
+		day := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
+		sample := func(id string, h int) metadb.UsageSample {
+			return metadb.UsageSample{RepositoryID: id, TakenAt: day.Add(time.Duration(h)*time.Hour + 7*time.Minute),
+				StoredBytes: int64(1000 + h), BlobBytes: int64(800 + h), LogicalBytes: int64(5000 + h)}
+		}
+		// Recorded out of order: the newest is the latest hour's, not the
+		// last recorded.
+		for _, x := range []struct {
+			id string
+			h  int
+		}{{"repo-a", 30}, {"repo-a", 2}, {"repo-a", 29}, {"repo-b", 5}, {"repo-b", 4}} {
+			if _, err := db.RecordUsageSample(ctx, sample(x.id, x.h), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := map[string]metadb.UsageSample{"repo-a": sample("repo-a", 30), "repo-b": sample("repo-b", 5)}
+		got, err = db.LatestUsageSamples(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("latest samples (-want +got):\n%s", diff)
+		}
+
+		// A sample replaced after a garbage collection is the newest.
+		gc := sample("repo-b", 5)
+		gc.TakenAt, gc.StoredBytes, gc.BlobBytes = gc.TakenAt.Add(30*time.Minute), 600, 500
+		if ok, err := db.RecordUsageSample(ctx, gc, true); !ok || err != nil {
+			t.Fatalf("replacing sample: stored %v, %v", ok, err)
+		}
+		want["repo-b"] = gc
+		if got, err = db.LatestUsageSamples(ctx); err != nil || !cmp.Equal(got, want) {
+			t.Errorf("latest samples after a replace = %+v, %v; want %+v", got, err, want)
 		}
 	})
 }

@@ -8,9 +8,10 @@ import (
 	"github.com/cofferhq/coffer/internal/metadb"
 )
 
-// SampleUsage records, once an hour, each repository's stored and logical
-// bytes as a usage sample (the history behind the dashboard's chart of
-// stored bytes), and prunes the samples older than UsageRetention. Several
+// SampleUsage records, once an hour, each repository's stored, blob and
+// logical bytes as a usage sample (the history behind the dashboard's chart
+// of stored bytes, and the storage page's logical bytes and deduplication
+// ratio), and prunes the samples older than UsageRetention. Several
 // replicas may call it: the store keeps one sample per repository and
 // hour, and a replica skips the repositories another one sampled already
 // that hour. Within an hour after a pass, calling it again does nothing,
@@ -63,7 +64,7 @@ func (s *Service) sampleUsage(ctx context.Context, id string, replace bool) erro
 		return fmt.Errorf("usage sample of repository %s: %w", id, err)
 	}
 	_, err = s.store.RecordUsageSample(ctx, metadb.UsageSample{RepositoryID: id, TakenAt: s.now(), StoredBytes: u.StoredBytes,
-		LogicalBytes: u.LogicalBytes}, replace)
+		BlobBytes: u.BlobBytes, LogicalBytes: u.LogicalBytes}, replace)
 	return err
 }
 
@@ -71,6 +72,14 @@ func (s *Service) sampleUsage(ctx context.Context, id string, replace bool) erro
 // most one per repository and step (see metadb's UsageHistory).
 func (s *Service) UsageHistory(ctx context.Context, since time.Time, step time.Duration) ([]metadb.UsageSample, error) {
 	return s.store.UsageHistory(ctx, since, step)
+}
+
+// LatestUsage returns each repository's newest usage sample, by
+// repository id: its logical bytes and deduplication ratio as of at most
+// an hour ago (or its last garbage collection), without reading its index
+// and snapshots. A repository not sampled yet is not in the map.
+func (s *Service) LatestUsage(ctx context.Context) (map[string]metadb.UsageSample, error) {
+	return s.store.LatestUsageSamples(ctx)
 }
 
 // StoredBytes returns the bytes each repository's packs take in storage,

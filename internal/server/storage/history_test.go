@@ -53,8 +53,17 @@ func TestUsageSamples(t *testing.T) {
 			t.Fatalf("samples after maintenance: %+v, want one of each of 2 repositories", h)
 		}
 		first := h[r.ID][0]
-		if first.StoredBytes != stored() || first.StoredBytes == 0 || first.LogicalBytes != 20_000 {
-			t.Errorf("sample = %+v, want %d stored bytes and 20000 logical", first, stored())
+		u, err := repo.Usage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first.StoredBytes != stored() || first.StoredBytes == 0 || first.LogicalBytes != 20_000 ||
+			first.BlobBytes != u.BlobBytes || first.BlobBytes == 0 {
+			t.Errorf("sample = %+v, want %d stored bytes, %d blob bytes and 20000 logical", first, stored(), u.BlobBytes)
+		}
+		latest, err := e.svc.LatestUsage(ctx)
+		if err != nil || len(latest) != 2 || latest[r.ID] != first {
+			t.Errorf("latest usage = %+v, %v; want 2 repositories, %s's %+v", latest, err, r.ID, first)
 		}
 		all, err := e.svc.StoredBytes(ctx)
 		if err != nil || all[r.ID] != first.StoredBytes {
@@ -75,9 +84,15 @@ func TestUsageSamples(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.waitJob(j.ID)
+		// The sample is refreshed before the job shows as finished.
 		h = history()
-		if len(h[r.ID]) != 1 || h[r.ID][0].StoredBytes != stored() || h[r.ID][0].LogicalBytes != 40_000 {
-			t.Fatalf("sample after GC = %+v, want %d stored bytes and 40000 logical", h[r.ID], stored())
+		if len(h[r.ID]) != 1 || h[r.ID][0].StoredBytes != stored() || h[r.ID][0].LogicalBytes != 40_000 ||
+			h[r.ID][0].BlobBytes <= first.BlobBytes {
+			t.Fatalf("sample after GC = %+v, want %d stored bytes, more blob bytes than %d and 40000 logical", h[r.ID],
+				stored(), first.BlobBytes)
+		}
+		if latest, err := e.svc.LatestUsage(ctx); err != nil || latest[r.ID] != h[r.ID][0] {
+			t.Errorf("latest usage after GC = %+v, %v; want %+v", latest[r.ID], err, h[r.ID][0])
 		}
 
 		// The next hour takes new samples; 400 days on, the old ones go.
@@ -87,6 +102,9 @@ func TestUsageSamples(t *testing.T) {
 		}
 		if h := history(); len(h[r.ID]) != 2 {
 			t.Fatalf("samples an hour later: %+v, want 2", h[r.ID])
+		}
+		if latest, err := e.svc.LatestUsage(ctx); err != nil || !latest[r.ID].TakenAt.Equal(e.clock.Now().Truncate(time.Microsecond)) {
+			t.Errorf("latest usage an hour later = %+v, %v; want this hour's", latest[r.ID], err)
 		}
 		e.clock.Add(401 * 24 * time.Hour)
 		if err := e.svc.Maintain(ctx); err != nil {

@@ -50,6 +50,7 @@ type Store interface {
 	RecordUsageSample(ctx context.Context, s metadb.UsageSample, replace bool) (bool, error)
 	SampledRepositories(ctx context.Context, t time.Time) (map[string]bool, error)
 	UsageHistory(ctx context.Context, since time.Time, step time.Duration) ([]metadb.UsageSample, error)
+	LatestUsageSamples(ctx context.Context) (map[string]metadb.UsageSample, error)
 	DeleteUsageSamplesBefore(ctx context.Context, t time.Time) (int64, error)
 
 	CreateRepositoryJob(ctx context.Context, j *coffer.RepositoryJob) error

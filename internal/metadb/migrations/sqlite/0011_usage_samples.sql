@@ -1,5 +1,6 @@
 -- The history of each repository's storage use, for the dashboard's chart
--- of stored bytes over time.
+-- of stored bytes over time and the storage page's logical bytes and
+-- deduplication ratio (its newest sample).
 --
 -- The storage service's maintenance records one sample per repository per
 -- hour (and refreshes the hour's sample after a garbage collection).
@@ -7,9 +8,11 @@
 -- key keeps one sample per repository and hour however many replicas race
 -- to record it, and integer buckets group into days or weeks the same way
 -- on both databases. stored_bytes is what the repository's packs take in
--- storage, logical_bytes what its snapshots hold before deduplication and
--- compression. Samples go with their repository and are pruned after 400
--- days. Timestamps are INTEGER microseconds since the epoch in UTC.
+-- storage, blob_bytes what the distinct blobs of its index take there
+-- (compressed and encrypted, each once: the deduplication ratio's
+-- denominator), logical_bytes what its snapshots hold before deduplication
+-- and compression. Samples go with their repository and are pruned after
+-- 400 days. Timestamps are INTEGER microseconds since the epoch in UTC.
 
 -- +goose Up
 CREATE TABLE repository_usage_samples (
@@ -17,6 +20,7 @@ CREATE TABLE repository_usage_samples (
     hour_bucket   BIGINT NOT NULL,
     taken_at      TIMESTAMP NOT NULL,
     stored_bytes  BIGINT NOT NULL,
+    blob_bytes    BIGINT NOT NULL,
     logical_bytes BIGINT NOT NULL,
     PRIMARY KEY (repository_id, hour_bucket)
 );
