@@ -11,6 +11,7 @@ import (
 )
 
 func TestUIAccount(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newFixture(t, db)
 		viewer := f.uiAs("viewer")

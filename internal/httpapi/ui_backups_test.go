@@ -142,6 +142,7 @@ func rowIDs(body string) []string {
 }
 
 func TestUIBackupsList(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIBackupsFixture(t, db)
 		dir := t.TempDir()
@@ -232,6 +233,7 @@ func TestUIBackupsList(t *testing.T) {
 }
 
 func TestUIBackupDetail(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIBackupsFixture(t, db)
 		dir := t.TempDir()
@@ -332,6 +334,7 @@ func TestUIBackupDetail(t *testing.T) {
 }
 
 func TestUIBackupBrowse(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIBackupsFixture(t, db)
 		dir := t.TempDir()
@@ -475,6 +478,7 @@ func tarFile(t *testing.T, archive []byte, name string) []byte {
 }
 
 func TestUIBackupVersions(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIBackupsFixture(t, db)
 		dir := t.TempDir()
@@ -539,6 +543,7 @@ func TestUIBackupVersions(t *testing.T) {
 // a backup's events, the stream carries "job-backup-<id>" frames with its
 // progress, the last one its final state.
 func TestUIBackupEventStream(t *testing.T) {
+	t.Parallel()
 	f := newUIBackupsFixture(t, metadbtest.Open(t, metadb.SQLite))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

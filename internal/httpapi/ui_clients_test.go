@@ -95,6 +95,7 @@ func (f *uiClientsFixture) planIncludes(id string) []string {
 }
 
 func TestUIClientsList(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		var skew atomic.Int64
 		f := newUIClientsFixture(t, db, agents.Options{Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
@@ -188,6 +189,7 @@ func shellWords(t *testing.T, line string) []string {
 var enrollCommandRE = regexp.MustCompile(`<pre id="enroll-command">([^<]*)</pre>`)
 
 func TestUIClientEnroll(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIClientsFixture(t, db, agents.Options{})
 		want(t, "enroll form", f.get("operator", "/clients/enroll"), 200, `id="enroll-name" name="name"`,
@@ -255,6 +257,7 @@ func TestUIClientEnroll(t *testing.T) {
 }
 
 func TestUIClientDetail(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIClientsFixture(t, db, agents.Options{})
 		web, credential := f.enroll("web")
@@ -289,6 +292,7 @@ func TestUIClientDetail(t *testing.T) {
 }
 
 func TestUIClientUpdateDelete(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIClientsFixture(t, db, agents.Options{})
 		web, _ := f.enroll("web")
@@ -375,6 +379,7 @@ func logLinesOf(body string) []string {
 }
 
 func TestUIClientLogTail(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIClientsFixture(t, db, agents.Options{})
 		web, credential := f.enroll("web")
@@ -468,6 +473,7 @@ func (f *uiClientsFixture) browse(t *testing.T, st *rawStream, credential, user,
 }
 
 func TestUIClientFiles(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIClientsFixture(t, db, agents.Options{})
 		web, credential := f.enroll("web")
@@ -501,6 +507,7 @@ func TestUIClientFiles(t *testing.T) {
 }
 
 func TestUIClientFilesOffline(t *testing.T) {
+	t.Parallel()
 	var skew atomic.Int64
 	f := newUIClientsFixture(t, metadbtest.Open(t, metadb.SQLite), agents.Options{ListDirTimeout: 50 * time.Millisecond,
 		Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
@@ -519,6 +526,7 @@ func TestUIClientFilesOffline(t *testing.T) {
 }
 
 func TestUIClientAddInclude(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIClientsFixture(t, db, agents.Options{})
 		web, _ := f.enroll("web")

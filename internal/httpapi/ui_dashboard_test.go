@@ -83,6 +83,7 @@ func section(t *testing.T, body, id string) string {
 }
 
 func TestUIDashboardParts(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newDashboardFixture(t, db)
 		ctx := context.Background()

@@ -38,6 +38,7 @@ func eventCodes(body string) []string {
 }
 
 func TestUIEventsPage(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newFixture(t, db)
 		admin := f.uiSignIn("admin", "admin-password")
@@ -94,6 +95,7 @@ func TestUIEventsPage(t *testing.T) {
 }
 
 func TestUIEventsPaging(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
 	admin := f.uiSignIn("admin", "admin-password")
 	var ids []int64
@@ -128,6 +130,7 @@ func TestUIEventsPaging(t *testing.T) {
 }
 
 func TestUIEventsLiveLevelFilter(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
 	admin := f.uiSignIn("admin", "admin-password")
 	if r := f.uiDo("GET", "/ui/events?level=fatal", []*http.Cookie{admin}, nil); r.StatusCode != 400 {

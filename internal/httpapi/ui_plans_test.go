@@ -100,6 +100,7 @@ func createdPlan(t *testing.T, r *uiReply) string {
 }
 
 func TestUIPlansCreateAndEdit(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIPlanFixture(t, db)
 		client := f.enrollAs("operator", "web")
@@ -212,6 +213,7 @@ func TestUIPlansCreateAndEdit(t *testing.T) {
 var fireTime = regexp.MustCompile(`<li><time datetime="([^"]+)">`)
 
 func TestUIPlansSchedulePreview(t *testing.T) {
+	t.Parallel()
 	f := newUIPlanFixture(t, metadbtest.Open(t, metadb.SQLite))
 	preview := func(expr, tz string) *uiReply {
 		return f.get("operator", "/ui/plans/schedule-preview?"+url.Values{"schedule": {expr}, "timezone": {tz}}.Encode(),
@@ -253,6 +255,7 @@ func TestUIPlansSchedulePreview(t *testing.T) {
 }
 
 func TestUIPlansListRows(t *testing.T) {
+	t.Parallel()
 	f := newUIPlanFixture(t, metadbtest.Open(t, metadb.SQLite))
 	row := func(kind, key, value string) *uiReply {
 		return f.get("operator", "/ui/plans/"+kind+"-row?"+url.Values{key: {value}}.Encode(), "HX-Request", "true")
@@ -287,6 +290,7 @@ func TestUIPlansListRows(t *testing.T) {
 }
 
 func TestUIPlansAccess(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIPlanFixture(t, db)
 		mine := f.enrollAs("operator", "mine")
@@ -362,6 +366,7 @@ func TestUIPlansAccess(t *testing.T) {
 }
 
 func TestUIPlansCommandsAdminOnly(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIPlanFixture(t, db)
 		client := f.enrollAs("operator", "db")
@@ -405,6 +410,7 @@ func TestUIPlansCommandsAdminOnly(t *testing.T) {
 }
 
 func TestUIPlansRunNowAndDelete(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIPlanFixture(t, db)
 		ctx := context.Background()

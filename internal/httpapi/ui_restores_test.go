@@ -95,6 +95,7 @@ func (f *restoreFixture) step(t *testing.T, sess *http.Cookie, page, id string, 
 }
 
 func TestUIRestoreWizard(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIRestoreFixture(t, db)
 		sess := f.uiSignIn("operator", "operator-password")
@@ -191,6 +192,7 @@ func TestUIRestoreWizard(t *testing.T) {
 }
 
 func TestUIRestoreWizardEntries(t *testing.T) {
+	t.Parallel()
 	f := newUIRestoreFixture(t, metadbtest.Open(t, metadb.SQLite))
 	sess := f.uiSignIn("operator", "operator-password")
 	get := func(path string, status int) string {
@@ -231,6 +233,7 @@ func TestUIRestoreWizardEntries(t *testing.T) {
 }
 
 func TestUIRestoreWizardRefusals(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIRestoreFixture(t, db)
 		// beta now belongs to no one: only admins act on it.
@@ -303,6 +306,7 @@ func (f *restoreFixture) createRestore(role, target, dest string, paths ...strin
 }
 
 func TestUIRestoresHistory(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIRestoreFixture(t, db)
 		toAlpha := f.createRestore("operator", f.alpha, "/srv/a", "home/u")
@@ -362,6 +366,7 @@ func TestUIRestoresHistory(t *testing.T) {
 }
 
 func TestUIRestoreDetail(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newUIRestoreFixture(t, db)
 		id := f.createRestore("operator", f.alpha, "/srv/a", "home/u", "etc")

@@ -113,6 +113,7 @@ func (f *storageFixture) backUp(client string, files repotest.Files) {
 }
 
 func TestUIStoragePages(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newStorageFixture(t, db)
 		defID := f.storage.Repos().DefaultID()
@@ -201,6 +202,7 @@ func TestUIStoragePages(t *testing.T) {
 }
 
 func TestUIStorageAsOf(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 3, 14, 15, 30, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		name string
@@ -221,6 +223,7 @@ func TestUIStorageAsOf(t *testing.T) {
 }
 
 func TestUIStorageForms(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newStorageFixture(t, db)
 		admin := f.uiAs("admin")
@@ -307,6 +310,7 @@ func TestUIStorageForms(t *testing.T) {
 // page shows the running job with a poller, a second verify is refused in
 // place, and the poller stops with the result once the job ends.
 func TestUIStorageJobs(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		release := make(chan struct{})
 		f := newStorageFixtureWith(t, db, func(o *storage.Options) {
@@ -371,6 +375,7 @@ func TestUIStorageJobs(t *testing.T) {
 // carries a credential: neither the one typed into a failing form nor a
 // stored one.
 func TestUIStorageSecrets(t *testing.T) {
+	t.Parallel()
 	f := newStorageFixtureWith(t, metadbtest.Open(t, metadb.SQLite), func(o *storage.Options) { o.ProbeTimeout = 5 * time.Second })
 	admin := f.uiAs("admin")
 	const access, secret = "AKIAUITESTACCESSKEY1", "ui-test-secret-key-do-not-show"

@@ -94,6 +94,7 @@ func (f *fixture) uiSignIn(user, password string) *http.Cookie {
 }
 
 func TestUIRedirectsToLogin(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
 	for path, want := range map[string]string{
 		"/":                     "/login",
@@ -130,6 +131,7 @@ func TestUIRedirectsToLogin(t *testing.T) {
 }
 
 func TestUISafeNext(t *testing.T) {
+	t.Parallel()
 	for next, want := range map[string]string{
 		"/clients":                      "/clients",
 		"/backups?state=x&a=b":          "/backups?state=x&a=b",
@@ -171,6 +173,7 @@ func TestUISafeNext(t *testing.T) {
 }
 
 func TestUILoginErrorInPlace(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
 	ck, tok := f.uiLoginForm()
 	form := url.Values{"username": {"operator"}, "password": {"wrong"}, "csrf_token": {tok}, "next": {"/plans"}}
@@ -208,6 +211,7 @@ func TestUILoginErrorInPlace(t *testing.T) {
 }
 
 func TestUICSRF(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
 	sess := f.uiSignIn("operator", "operator-password")
 	page := f.uiDo("GET", "/", []*http.Cookie{sess}, nil)
@@ -247,6 +251,7 @@ func TestUICSRF(t *testing.T) {
 }
 
 func TestUILogoutClearsCookie(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
 	sess := f.uiSignIn("admin", "admin-password")
 	token := hiddenToken.FindStringSubmatch(f.uiDo("GET", "/", []*http.Cookie{sess}, nil).Body)[1]
@@ -267,6 +272,7 @@ func TestUILogoutClearsCookie(t *testing.T) {
 }
 
 func TestUISecurityHeaders(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
 	sess := f.uiSignIn("viewer", "viewer-password")
 	for _, path := range []string{"/login", "/", "/clients", "/static/css/coffer.css", "/static/nope.css"} {
@@ -302,6 +308,7 @@ func TestUISecurityHeaders(t *testing.T) {
 }
 
 func TestUIStatic(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
 	page := f.uiDo("GET", "/login", nil, nil).Body
 	for file, ctype := range map[string]string{
@@ -337,6 +344,7 @@ func TestUIStatic(t *testing.T) {
 }
 
 func TestUIEventStream(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
 	sess := f.uiSignIn("admin", "admin-password")
 	viewer := f.uiSignIn("viewer", "viewer-password")

@@ -13,6 +13,7 @@ import (
 )
 
 func TestUIUsers(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newFixture(t, db)
 		admin := f.uiAs("admin")
@@ -102,6 +103,7 @@ func TestUIUsers(t *testing.T) {
 var tokenSecret = regexp.MustCompile(`<pre id="token-secret">(cfr_t_[A-Za-z0-9_-]+)</pre>`)
 
 func TestUITokens(t *testing.T) {
+	t.Parallel()
 	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
 		f := newFixture(t, db)
 		viewer, admin := f.uiAs("viewer"), f.uiAs("admin")
