@@ -70,6 +70,9 @@ func TestUIBackupFlow(t *testing.T) {
 	b.do("open the client", chromedp.Navigate(srv.URL+"/clients/"+clientID), chromedp.WaitVisible(chromedp.CSS("#browse-files")))
 	b.do("browse the machine", chromedp.Click(chromedp.CSS("#browse-files")), chromedp.WaitVisible(chromedp.CSS("#file-browser li[data-path]")))
 	b.screenshot("13-client-detail")
+	if bad := unlabelled(b); len(bad) > 0 {
+		t.Errorf("controls without a label: %q", bad)
+	}
 
 	// A plan whose include path comes from the file browser.
 	b.do("open the plan form", chromedp.Navigate(srv.URL+"/plans/new?client="+clientID), chromedp.WaitVisible(chromedp.CSS("#plan-name")))
@@ -86,6 +89,9 @@ func TestUIBackupFlow(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`#plan-file-browser li[data-path="`+src+`"] .pick-path`)),
 		chromedp.WaitVisible(chromedp.CSS(`#include-list input[value="`+src+`"]`)))
 	b.screenshot("14-plan-form")
+	if bad := unlabelled(b); len(bad) > 0 {
+		t.Errorf("controls without a label: %q", bad)
+	}
 	b.do("save the plan", chromedp.Click(chromedp.CSS("#plan-save")), chromedp.WaitVisible(chromedp.CSS("#run-now")))
 	planURL := b.location()
 	b.screenshot("15-plan-detail")
@@ -145,6 +151,9 @@ func TestUIBackupFlow(t *testing.T) {
 				chromedp.SendKeys(chromedp.CSS("#restore-destination"), dst))
 		}
 		b.screenshot(fmt.Sprintf("19-restore-step-%d", step))
+		if bad := unlabelled(b); len(bad) > 0 {
+			t.Errorf("controls without a label: %q", bad)
+		}
 		form := browserRun(b, "read the step", chromedp.Evaluate[string](`document.querySelector('form[id^=restore-step-]').id`))
 		b.do("go on from "+form, chromedp.Click(chromedp.CSS("#restore-next")))
 		b.waitJS("the step after "+form, fmt.Sprintf(`document.readyState === "complete" && `+
@@ -178,7 +187,17 @@ func TestUIBackupFlow(t *testing.T) {
 		if h := browserRun(b, "read the heading", chromedp.Text(chromedp.CSS("main h1"))); h == "Page not found" {
 			t.Errorf("%s is missing", p)
 		}
+		if bad := unlabelled(b); len(bad) > 0 {
+			t.Errorf("controls without a label: %q", bad)
+		}
 		b.screenshot(fmt.Sprintf("%02d-admin-%s", 30+i, strings.Trim(p, "/")))
+	}
+
+	// The label check above sees a control without one.
+	b.do("add an unlabelled field", chromedp.Evaluate[chromedp.Void](
+		`document.querySelector('main').insertAdjacentHTML('beforeend', '<input id="probe"><button id="probe-button"></button>')`))
+	if bad := unlabelled(b); len(bad) != 2 {
+		t.Errorf("the label check found %q, want the unlabelled field and button just added", bad)
 	}
 
 	// On a phone's width no page scrolls sideways (wide tables scroll
@@ -227,6 +246,18 @@ func TestUIBackupFlow(t *testing.T) {
 			t.Errorf("console: %s", m)
 		}
 	}
+}
+
+// unlabelled lists the page's controls that a screen reader could not
+// name: form fields without a label, buttons and links without text.
+func unlabelled(b *browser) []string {
+	b.t.Helper()
+	return browserRun(b, "look for unlabelled controls", chromedp.Evaluate[[]string](`[
+		...[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+			.filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby')),
+		...[...document.querySelectorAll('button, a[href]')]
+			.filter(e => !e.textContent.trim() && !e.getAttribute('aria-label') && !e.querySelector('img[alt]:not([alt=""])')),
+	].map(e => location.pathname + ": " + e.outerHTML.slice(0, 120))`))
 }
 
 // pageActions lists the controls of the page's main content that change
