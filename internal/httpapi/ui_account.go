@@ -115,7 +115,7 @@ func (s *Server) uiAccountPassword(w http.ResponseWriter, r *http.Request, c *ui
 		form.set("current_password", "Enter your current password.")
 	}
 	if next != vals.Get("confirm_password") {
-		form.set("confirm_password", "The two new passwords differ: type the same password in both fields.")
+		form.set("confirm_password", passwordsDiffer)
 	}
 	if !form.Invalid() {
 		err := s.opts.Auth.ChangePassword(r.Context(), c.p, c.p.UserID, current, next)

@@ -10,6 +10,10 @@ import (
 	"github.com/cofferhq/coffer/internal/server/auth"
 )
 
+// passwordsDiffer is the confirm field's message when it does not repeat
+// the new password.
+const passwordsDiffer = "The two passwords differ: type the same password in both fields."
+
 // usersPageSize is how many users the users page lists at a time.
 const usersPageSize = 50
 
@@ -83,7 +87,7 @@ func (s *Server) uiUserCreate(w http.ResponseWriter, r *http.Request, c *uiConte
 	data := &userFormData{Form: form}
 	password := vals.Get("password")
 	if password != vals.Get("confirm_password") {
-		form.set("confirm_password", "The two passwords differ: type the same password in both fields.")
+		form.set("confirm_password", passwordsDiffer)
 	}
 	if form.Invalid() {
 		s.renderUserForm(w, r, c, http.StatusBadRequest, data)
@@ -167,7 +171,7 @@ func (s *Server) uiUserResetPassword(w http.ResponseWriter, r *http.Request, c *
 	}
 	password := vals.Get("new_password")
 	if password != vals.Get("confirm_password") {
-		pw.set("confirm_password", "The two passwords differ: type the same password in both fields.")
+		pw.set("confirm_password", passwordsDiffer)
 		s.renderUserForm(w, r, c, http.StatusBadRequest, data)
 		return
 	}
