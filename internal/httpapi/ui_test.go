@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"github.com/cofferhq/coffer"
 	"github.com/cofferhq/coffer/internal/metadb"
 	"github.com/cofferhq/coffer/internal/metadb/metadbtest"
+	"github.com/cofferhq/coffer/web"
 )
 
 // uiReply is a UI response, read whole.
@@ -432,5 +434,39 @@ func wantNotIn(t *testing.T, what, body string, unwanted ...string) {
 		if strings.Contains(body, w) {
 			t.Errorf("%s has %q", what, w)
 		}
+	}
+}
+
+// TestUITemplatesHaveNoInlineCode guards the Content-Security-Policy at the
+// source: no template has an inline script or style, a style attribute or
+// an event-handler attribute, which the policy would block in the browser.
+func TestUITemplatesHaveNoInlineCode(t *testing.T) {
+	inline := regexp.MustCompile(`(?i)<script(\s[^>]*)?>\s*[^<\s]|<style[\s>]|\sstyle\s*=|\son[a-z]+\s*=|javascript:`)
+	src := web.Templates()
+	n := 0
+	err := fs.WalkDir(src, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(src, p)
+		if err != nil {
+			return err
+		}
+		n++
+		if m := inline.FindString(string(b)); m != "" {
+			t.Errorf("%s has inline code the CSP forbids: %q", p, m)
+		}
+		return nil
+	})
+	if err != nil || n < 20 {
+		t.Fatalf("read %d templates: %v", n, err)
+	}
+	for _, bad := range []string{`<div style="x">`, `<a onclick="x()">`, `<script>alert(1)</script>`, `<style>p{}</style>`} {
+		if !inline.MatchString(bad) {
+			t.Errorf("the check misses %q", bad)
+		}
+	}
+	if inline.MatchString(`<script src="/static/x.js" defer></script>`) {
+		t.Error("the check refuses a script file")
 	}
 }
