@@ -25,9 +25,15 @@ import (
 // bytes, restore a folder to another directory and check it, and log out.
 // A viewer then sees no action they could not take on any page. Every main
 // page is screenshotted to test-output/ui/.
+// It runs on SQLite and on PostgreSQL; the second run's screenshots
+// replace the first's.
 func TestUIBackupFlow(t *testing.T) {
+	dialects(t, testUIBackupFlow)
+}
+
+func testUIBackupFlow(t *testing.T, d metadb.Dialect) {
 	b := newBrowser(t)
-	srv := startServer(t, metadb.SQLite, startOptions{})
+	srv := startServer(t, d, startOptions{})
 	admin := srv.login("admin", srv.Password)
 	srv.call("POST", "/api/v1/users", admin, map[string]string{"username": "vera", "password": "vera-password-1", "role": "viewer"}).Want(201)
 
