@@ -53,8 +53,7 @@ func (s *Server) durationChart(ctx context.Context) (template.HTML, error) {
 	if s.opts.Backups == nil {
 		return "", nil
 	}
-	bs, err := s.opts.Backups.List(ctx, metadb.BackupFilter{Limit: durationBackups,
-		States: []coffer.JobState{coffer.JobSucceeded, coffer.JobPartial, coffer.JobFailed, coffer.JobCanceled}})
+	bs, err := s.opts.Backups.List(ctx, metadb.BackupFilter{Limit: durationBackups, Finished: true})
 	if err != nil {
 		return "", err
 	}

@@ -28,7 +28,7 @@ type dashboardFixture struct {
 	ago     atomic.Int64 // nanoseconds the store's clock is behind
 }
 
-func newDashboardFixture(t *testing.T, db *metadb.DB) *dashboardFixture {
+func newDashboardFixture(t testing.TB, db *metadb.DB) *dashboardFixture {
 	t.Helper()
 	df := &dashboardFixture{}
 	db.Now = func() time.Time { return time.Now().Add(-time.Duration(df.ago.Load())) }

@@ -192,6 +192,7 @@ type BackupFilter struct {
 	PlanID   string
 	AdHoc    bool // only backups of no plan
 	States   []coffer.JobState
+	Finished bool                 // only backups in a final state (not queued or running)
 	Trigger  coffer.BackupTrigger // only backups started this way ("": any)
 	Since    time.Time            // created at or after
 	Until    time.Time            // created before
@@ -202,7 +203,11 @@ type BackupFilter struct {
 // CountBackupsByState counts the backups created at or after since, by
 // state (states with none are absent).
 func (db *DB) CountBackupsByState(ctx context.Context, since time.Time) (map[coffer.JobState]int, error) {
-	rows, err := db.sql.QueryContext(ctx, `SELECT state, COUNT(*) FROM backups WHERE created_at >= $1 GROUP BY state`, ts(since))
+	// The ordered subquery makes SQLite's planner read the recent rows by
+	// the created_at index rather than scan every backup by the state
+	// index, which GROUP BY state alone would have it pick.
+	rows, err := db.sql.QueryContext(ctx, `SELECT state, COUNT(*) FROM
+		(SELECT state FROM backups WHERE created_at >= $1 ORDER BY created_at DESC) recent GROUP BY state`, ts(since))
 	if err != nil {
 		return nil, fmt.Errorf("count backups: %w", err)
 	}
@@ -236,6 +241,13 @@ func (db *DB) ListBackups(ctx context.Context, f BackupFilter) ([]coffer.Backup,
 		w.add("plan_id = ''")
 	}
 	w.states(f.States)
+	if f.Finished {
+		// NOT IN rather than the final states IN: the planner then walks
+		// the created_at index newest first and stops at the limit,
+		// instead of reading every finished backup through the state index
+		// and sorting them.
+		w.add("state NOT IN (" + w.arg(coffer.JobQueued) + ", " + w.arg(coffer.JobRunning) + ")")
+	}
 	if f.Trigger != "" {
 		w.add("trigger_kind = " + w.arg(f.Trigger))
 	}

@@ -362,6 +362,7 @@ func TestListBackups(t *testing.T) {
 				func(b coffer.Backup) bool { return b.State == coffer.JobRunning || b.State == coffer.JobCanceled }},
 			{"client and state", metadb.BackupFilter{ClientID: "c1", States: []coffer.JobState{coffer.JobQueued}},
 				func(b coffer.Backup) bool { return b.ClientID == "c1" && b.State == coffer.JobQueued }},
+			{"finished", metadb.BackupFilter{Finished: true}, func(b coffer.Backup) bool { return b.State.Final() }},
 			{"trigger", metadb.BackupFilter{Trigger: coffer.TriggerManual}, func(b coffer.Backup) bool { return b.Trigger == coffer.TriggerManual }},
 			{"client and trigger", metadb.BackupFilter{ClientID: "c1", Trigger: coffer.TriggerAPI},
 				func(b coffer.Backup) bool { return b.ClientID == "c1" && b.Trigger == coffer.TriggerAPI }},
