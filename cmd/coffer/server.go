@@ -171,6 +171,10 @@ func (c *serveCmd) Run(g *globals, sc *serverCmd) error {
 	var bg errgroup.Group
 	bg.Go(func() error { return hub.Run(runCtx) })
 	bg.Go(func() error { every(runCtx, 10*time.Minute, authSvc.Maintain); return nil })
+	bg.Go(func() error {
+		every(runCtx, time.Hour, func(ctx context.Context) { logFailure(log, "refresh the database's statistics", db.Optimize(ctx)) })
+		return nil
+	})
 	bg.Go(func() error { return sched.Run(runCtx, c.Scheduler) })
 	bg.Go(func() error { return backupSvc.RunRetention(runCtx) }) // after every plan backup, and daily
 	bg.Go(func() error {

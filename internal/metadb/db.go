@@ -155,6 +155,23 @@ func (db *DB) Dialect() Dialect { return db.dialect }
 // SQL returns the connection pool, for pool metrics and tests.
 func (db *DB) SQL() *sql.DB { return db.sql }
 
+// Optimize refreshes the query planner's statistics where they are stale.
+// SQLite keeps none by itself, and without them it can pick an index that
+// reads a whole table (every backup by state, say) over one that stops
+// after a page; the server calls Optimize hourly. PostgreSQL's autovacuum
+// keeps its statistics, so there it does nothing.
+func (db *DB) Optimize(ctx context.Context) error {
+	if db.dialect != SQLite {
+		return nil
+	}
+	// 0x10002: analyze every table whose statistics are missing or stale
+	// (not only those this connection has queried), with a bounded effort.
+	if _, err := db.sql.ExecContext(ctx, "PRAGMA optimize=0x10002"); err != nil {
+		return fmt.Errorf("optimize database: %w", err)
+	}
+	return nil
+}
+
 // Close closes the connection pool.
 func (db *DB) Close() error { return db.sql.Close() }
 
