@@ -304,6 +304,43 @@ func (s *Server) registerPlans() {
 		return newBackupOut(b), nil
 	})
 
+	type previewIn struct {
+		Body struct {
+			Schedule string    `json:"schedule" maxLength:"256" doc:"The cron expression, as a plan's schedule takes it."`
+			Timezone string    `json:"timezone,omitempty" maxLength:"64" doc:"IANA time zone of the schedule; empty for UTC."`
+			Count    int       `json:"count,omitempty" minimum:"0" maximum:"100" doc:"How many fire times (default 5)."`
+			From     time.Time `json:"from,omitzero" doc:"Fire times after this instant (RFC 3339); default now."`
+		}
+	}
+	type previewOut struct {
+		Body struct {
+			Timezone string      `json:"timezone" doc:"The IANA time zone the times are in (UTC without one)."`
+			Times    []time.Time `json:"times" doc:"The next fire times in ascending order, with that zone's offset; empty for an empty schedule."`
+		}
+	}
+	handle(s, Read, huma.Operation{
+		OperationID: "preview-schedule", Method: http.MethodPost, Path: "/api/v1/plans/schedule-preview", Tags: tags,
+		Summary: "Preview a schedule's fire times",
+		Description: "The next fire times of a cron expression not saved in a plan (yet), as the plan form shows them while " +
+			"one types. Nothing is stored. A bad expression or time zone gets the error saving a plan with it would: " +
+			"400 invalid_schedule (with metadata.schedule_field) or invalid_timezone.",
+	}, func(ctx context.Context, in *previewIn) (*previewOut, error) {
+		from := in.Body.From
+		if from.IsZero() {
+			from = s.opts.Now()
+		}
+		times, tz, err := svc.PreviewSchedule(in.Body.Schedule, in.Body.Timezone, in.Body.Count, from)
+		if err != nil {
+			return nil, err
+		}
+		out := &previewOut{}
+		out.Body.Timezone, out.Body.Times = tz, times
+		if times == nil {
+			out.Body.Times = []time.Time{} // [] rather than null: no fire time
+		}
+		return out, nil
+	})
+
 	type scheduleIn struct {
 		ID    string    `path:"id" maxLength:"64"`
 		Count int       `query:"count" minimum:"1" maximum:"100" default:"5" doc:"How many fire times."`

@@ -184,6 +184,35 @@ func TestPlansAPIBadInput(t *testing.T) {
 	})
 }
 
+// TestSchedulePreviewAPI previews an unsaved schedule: the next times in
+// its zone, the errors saving a plan with it would give, nothing stored.
+func TestSchedulePreviewAPI(t *testing.T) {
+	f := newPlanFixture(t, metadbtest.Open(t, metadb.SQLite))
+	r := f.do("POST", "/api/v1/plans/schedule-preview", "viewer", map[string]any{"schedule": "0 30 2 * * ?",
+		"timezone": "Europe/Berlin", "count": 3, "from": "2026-03-27T12:00:00Z"}).Want(200)
+	// 02:30 does not exist on 29 March in Berlin (clocks go from 2 to 3):
+	// that day's run is at 03:30.
+	want := []any{"2026-03-28T02:30:00+01:00", "2026-03-29T03:30:00+02:00", "2026-03-30T02:30:00+02:00"}
+	if r.Str("timezone") != "Europe/Berlin" || !slices.Equal(r.JSON["times"].([]any), want) {
+		t.Errorf("preview = %s, want %v", r.Body, want)
+	}
+	if r := f.do("POST", "/api/v1/plans/schedule-preview", "viewer", map[string]any{"schedule": "@daily"}).Want(200); len(r.JSON["times"].([]any)) != 5 {
+		t.Errorf("default count: %s", r.Body)
+	}
+	if r := f.do("POST", "/api/v1/plans/schedule-preview", "viewer", map[string]any{"schedule": ""}).Want(200); len(r.JSON["times"].([]any)) != 0 {
+		t.Errorf("an empty schedule: %s", r.Body)
+	}
+	bad := f.do("POST", "/api/v1/plans/schedule-preview", "viewer", map[string]any{"schedule": "0 0 25 * * ?"}).WantError(400, "invalid_schedule")
+	if bad.JSON["metadata"].(map[string]any)["schedule_field"] != "hours" {
+		t.Errorf("invalid_schedule: %s", bad.Body)
+	}
+	f.do("POST", "/api/v1/plans/schedule-preview", "viewer", map[string]any{"schedule": "@daily", "timezone": "Mars/Olympus"}).
+		WantError(400, "invalid_timezone")
+	f.do("POST", "/api/v1/plans/schedule-preview", "viewer", map[string]any{"schedule": "@daily", "count": 101}).
+		WantError(400, "invalid_request")
+	f.do("POST", "/api/v1/plans/schedule-preview", "", map[string]any{"schedule": "@daily"}).WantError(401, "authentication_required")
+}
+
 // TestPlanRoutesDocumented holds the plan routes against the OpenAPI
 // document and their access levels (api_test.go checks a server without them).
 func TestPlanRoutesDocumented(t *testing.T) {
@@ -203,7 +232,7 @@ func TestPlanRoutesDocumented(t *testing.T) {
 	}
 	want := map[string]string{"GET /api/v1/plans": "read", "POST /api/v1/plans": "operate", "GET /api/v1/plans/{id}": "read",
 		"PUT /api/v1/plans/{id}": "operate", "DELETE /api/v1/plans/{id}": "operate", "POST /api/v1/plans/{id}/run": "operate",
-		"GET /api/v1/plans/{id}/schedule": "read"}
+		"GET /api/v1/plans/{id}/schedule": "read", "POST /api/v1/plans/schedule-preview": "read"}
 	got := map[string]string{}
 	for path, item := range f.api.OpenAPI().Paths {
 		if !strings.HasPrefix(path, "/api/v1/plans") {
