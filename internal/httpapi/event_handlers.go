@@ -83,6 +83,23 @@ func classMatch(classes []coffer.Level, l coffer.Level) bool {
 }
 
 // replayBatch is how many stored events one replay query fetches.
+// ResourceParams filter events by what they are about (exported: huma
+// reads the parameters of embedded exported structs only).
+type ResourceParams struct {
+	ResourceType string `query:"resource_type" maxLength:"32" doc:"Only events about this kind of resource (backup, restore, client, plan, repository, user…); with resource_id."`
+	ResourceID   string `query:"resource_id" maxLength:"64" doc:"Only events about the resource with this id; with resource_type."`
+}
+
+// ref returns the resource asked for, zero for none; one of the two
+// parameters without the other is an error.
+func (p ResourceParams) ref() (coffer.ResourceRef, error) {
+	if (p.ResourceType == "") != (p.ResourceID == "") {
+		return coffer.ResourceRef{}, coffer.Errorf(coffer.KindInvalid, "invalid_resource",
+			"resource_type and resource_id go together: give both, or neither").With("field", "query.resource_type")
+	}
+	return coffer.ResourceRef{Type: p.ResourceType, ID: p.ResourceID}, nil
+}
+
 const replayBatch = 500
 
 func (s *Server) registerEvents() {
@@ -90,6 +107,7 @@ func (s *Server) registerEvents() {
 	type streamIn struct {
 		LastEventID string   `header:"Last-Event-ID" doc:"Replay every event after this id, then stream live (browsers send it when they reconnect)."`
 		Level       []string `query:"level" doc:"Only these classes: info, success, warning, error."`
+		ResourceParams
 	}
 	handle(s, Read, huma.Operation{
 		OperationID: "event-stream", Method: http.MethodGet, Path: "/api/v1/events", Tags: tags,
@@ -100,6 +118,10 @@ func (s *Server) registerEvents() {
 			Content: map[string]*huma.MediaType{"text/event-stream": {Schema: &huma.Schema{Ref: "#/components/schemas/Event"}}}}},
 	}, func(ctx context.Context, in *streamIn) (*huma.StreamResponse, error) {
 		classes, err := parseClasses(in.Level)
+		if err != nil {
+			return nil, err
+		}
+		resource, err := in.ref()
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +138,8 @@ func (s *Server) registerEvents() {
 		}
 		return &huma.StreamResponse{Body: func(hctx huma.Context) {
 			r, w := humago.Unwrap(hctx)
-			st := &stream{s: s, w: w, rc: http.NewResponseController(w), p: principalFrom(ctx), classes: classes, last: last,
+			st := &stream{s: s, w: w, rc: http.NewResponseController(w), p: principalFrom(ctx), classes: classes,
+				resource: resource, last: last,
 				authorization: r.Header.Get("Authorization"), cookie: cookieValue(hctx, SessionCookie)}
 			hctx.SetHeader("Content-Type", "text/event-stream")
 			hctx.SetHeader("Cache-Control", "no-store")
@@ -131,6 +154,7 @@ func (s *Server) registerEvents() {
 		Level []string  `query:"level" doc:"Only these classes: info, success, warning, error."`
 		Since time.Time `query:"since" doc:"Only events created at or after this time (RFC 3339)."`
 		Until time.Time `query:"until" doc:"Only events created before this time (RFC 3339)."`
+		ResourceParams
 	}
 	type historyCursor struct {
 		Before int64 `json:"b"`
@@ -143,13 +167,18 @@ func (s *Server) registerEvents() {
 		if err != nil {
 			return nil, err
 		}
+		resource, err := in.ref()
+		if err != nil {
+			return nil, err
+		}
 		var cur historyCursor
 		if in.Cursor != "" {
 			if err := decodeCursor(in.Cursor, &cur); err != nil {
 				return nil, err
 			}
 		}
-		q := visibleQuery(metadb.EventQuery{BeforeID: cur.Before, Classes: classes, Limit: in.PageSize + 1, Descending: true},
+		q := visibleQuery(metadb.EventQuery{BeforeID: cur.Before, Classes: classes, Resource: resource, Limit: in.PageSize + 1,
+			Descending: true},
 			principalFrom(ctx))
 		if !in.Since.IsZero() {
 			q.Since = &in.Since
@@ -181,7 +210,8 @@ type stream struct {
 	rc                    *http.ResponseController
 	p                     *coffer.Principal
 	classes               []coffer.Level
-	last                  int64 // id of the newest event handled (sent or filtered out)
+	resource              coffer.ResourceRef // only events about it (zero: all)
+	last                  int64              // id of the newest event handled (sent or filtered out)
 	authorization, cookie string
 	// frame encodes one event as an SSE frame; nil is the API's JSON
 	// (the UI's stream sends rendered HTML instead).
@@ -215,7 +245,7 @@ func (st *stream) run(ctx context.Context) {
 // replay sends the stored events after st.last.
 func (st *stream) replay(ctx context.Context) error {
 	for {
-		evs, err := st.s.opts.EventLog.ListEvents(ctx, visibleQuery(metadb.EventQuery{AfterID: st.last, Classes: st.classes,
+		evs, err := st.s.opts.EventLog.ListEvents(ctx, visibleQuery(metadb.EventQuery{AfterID: st.last, Classes: st.classes, Resource: st.resource,
 			Limit: replayBatch}, st.p))
 		if err != nil {
 			st.s.log.Warn("replay events", "err", err, "request_id", RequestID(ctx))
@@ -246,7 +276,7 @@ func (st *stream) live(ctx context.Context, sub eventSubscription, heartbeat <-c
 			if e.ID <= st.last {
 				continue // already sent by the replay
 			}
-			if !e.VisibleTo(st.p) || !classMatch(st.classes, e.Level) {
+			if !e.VisibleTo(st.p) || !classMatch(st.classes, e.Level) || (st.resource.Type != "" && e.Resource != st.resource) {
 				st.last = e.ID
 				continue
 			}

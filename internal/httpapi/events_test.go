@@ -21,8 +21,14 @@ type rawStream struct {
 
 func openRawStream(t *testing.T, url, token string) *rawStream {
 	t.Helper()
+	return openRawStreamAt(t, url+"/api/v1/events", token)
+}
+
+// openRawStreamAt opens the event stream at url (with its query).
+func openRawStreamAt(t *testing.T, url, token string) *rawStream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", url+"/api/v1/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 200 {
@@ -131,5 +137,37 @@ func TestStreamRejectsBadInput(t *testing.T) {
 	first, second := h.JSON["items"].([]any), next.JSON["items"].([]any)
 	if len(second) == 0 || second[0].(map[string]any)["id"].(float64) >= first[1].(map[string]any)["id"].(float64) {
 		t.Fatalf("second page does not continue below the first: %s then %s", h.Body, next.Body)
+	}
+}
+
+// TestEventsByResource filters the history and the live stream to the
+// events about one resource.
+func TestEventsByResource(t *testing.T) {
+	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
+	viewer, operator := f.userID("viewer"), f.userID("operator")
+	items := f.do("GET", "/api/v1/events/history?resource_type=user&resource_id="+viewer, "admin", nil).Want(200).JSON["items"].([]any)
+	if len(items) == 0 {
+		t.Fatal("no event about the viewer's account")
+	}
+	for _, it := range items {
+		if r := it.(map[string]any)["resource"].(map[string]any); r["type"] != "user" || r["id"] != viewer {
+			t.Errorf("an event about %v in the viewer's history", r)
+		}
+	}
+	if items := f.do("GET", "/api/v1/events/history?resource_type=client&resource_id="+viewer, "admin", nil).Want(200).JSON["items"].([]any); len(items) != 0 {
+		t.Errorf("events about a client with a user's id: %v", items)
+	}
+	f.do("GET", "/api/v1/events/history?resource_type=user", "admin", nil).WantError(400, "invalid_resource")
+	f.do("GET", "/api/v1/events?resource_id="+viewer, "admin", nil).WantError(400, "invalid_resource")
+
+	// Live: a change to the operator's account is left out, the viewer's
+	// comes through.
+	st := openRawStreamAt(t, f.ts.URL+"/api/v1/events?resource_type=user&resource_id="+viewer, f.tokens["admin"])
+	st.waitLine(t, "retry:")
+	f.do("PATCH", "/api/v1/users/"+operator, "admin", map[string]any{"disabled": true}).Want(200)
+	f.do("PATCH", "/api/v1/users/"+viewer, "admin", map[string]any{"role": "operator"}).Want(200)
+	line, ended := st.waitLine(t, "data:")
+	if ended || !strings.Contains(line, `"id":"`+viewer+`"`) {
+		t.Fatalf("first event on the viewer's stream: %q (ended %v)", line, ended)
 	}
 }

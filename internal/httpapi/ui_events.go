@@ -34,7 +34,8 @@ func (s *Server) uiLive(ctx context.Context) (string, error) {
 // as a named SSE event "event" whose data is the rendered <li>. It
 // continues after ?after= (the last id the page rendered), or after
 // Last-Event-ID when the browser reconnects; ?level= (repeated) keeps
-// only those classes of events, as on the API's stream.
+// only those classes of events, as on the API's stream, and
+// ?resource=<type>:<id> only the events about one resource.
 func (s *Server) uiEvents(w http.ResponseWriter, r *http.Request) {
 	setUIHeaders(w.Header())
 	c, err := s.uiSession(r)
@@ -67,8 +68,13 @@ func (s *Server) uiEvents(w http.ResponseWriter, r *http.Request) {
 		s.uiFail(w, r, c, err)
 		return
 	}
-	st := &stream{s: s, w: w, rc: http.NewResponseController(w), p: c.p, classes: classes, last: last, cookie: ck.Value,
-		frame: s.eventFrame}
+	resource, ok := parseResource(r.URL.Query().Get("resource"))
+	if !ok {
+		http.Error(w, "resource must be type:id", http.StatusBadRequest)
+		return
+	}
+	st := &stream{s: s, w: w, rc: http.NewResponseController(w), p: c.p, classes: classes, resource: resource, last: last,
+		cookie: ck.Value, frame: s.eventFrame}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -134,10 +140,29 @@ type eventsData struct {
 	Pager      *uiPager
 	Filtered   bool // some levels are chosen
 	Older      bool // a page further back than the newest
+	// Resource, when set, keeps the events about one resource
+	// (?resource=<type>:<id>); ResourceParam is that parameter's value.
+	Resource      *coffer.ResourceRef
+	ResourceParam string
+}
+
+// parseResource reads ?resource=<type>:<id> ("" for none), the filter of
+// the events page and of the UI's stream.
+func parseResource(raw string) (coffer.ResourceRef, bool) {
+	if raw == "" {
+		return coffer.ResourceRef{}, true
+	}
+	typ, id, ok := strings.Cut(raw, ":")
+	if !ok || typ == "" || id == "" || len(typ) > 32 || len(id) > 64 {
+		return coffer.ResourceRef{}, false
+	}
+	return coffer.ResourceRef{Type: typ, ID: id}, true
 }
 
 // uiEventsPage is the event history, newest first, filtered by level
-// (?level=, repeated) and paged back in time (?before=<id>). The newest
+// (?level=, repeated) and by resource (?resource=<type>:<id>, linked from
+// the pages of backups, restores, clients and plans), and paged back in
+// time (?before=<id>). The newest
 // page listens to the live stream with the same filter, so new events
 // arrive at the top.
 func (s *Server) uiEventsPage(w http.ResponseWriter, r *http.Request, c *uiContext) {
@@ -149,6 +174,15 @@ func (s *Server) uiEventsPage(w http.ResponseWriter, r *http.Request, c *uiConte
 		name := l.String()
 		data.Levels = append(data.Levels, levelOption{Value: name, Label: strings.ToUpper(name[:1]) + name[1:],
 			Checked: slices.Contains(chosen, name)})
+	}
+	resource, ok := parseResource(q.Get("resource"))
+	if !ok {
+		data.PageError = "The resource to show the events of (resource in the address) must be written type:id, e.g. backup:01J…."
+		s.render(w, r, http.StatusBadRequest, "events", c.view("Events", "events", data))
+		return
+	}
+	if resource.Type != "" {
+		data.Resource, data.ResourceParam = &resource, q.Get("resource")
 	}
 	classes, err := parseClasses(chosen)
 	if err != nil {
@@ -176,12 +210,16 @@ func (s *Server) uiEventsPage(w http.ResponseWriter, r *http.Request, c *uiConte
 		before = last + 1
 	}
 	evs, err := s.opts.EventLog.ListEvents(ctx, visibleQuery(metadb.EventQuery{BeforeID: before, Classes: classes,
-		Limit: eventsPageSize + 1, Descending: true}, c.p))
+		Resource: resource, Limit: eventsPageSize + 1, Descending: true}, c.p))
 	if err != nil {
 		s.uiFail(w, r, c, err)
 		return
 	}
-	base := (&url.URL{Path: "/events", RawQuery: url.Values{"level": chosen}.Encode()}).String()
+	filter := url.Values{"level": chosen}
+	if data.ResourceParam != "" {
+		filter.Set("resource", data.ResourceParam)
+	}
+	base := (&url.URL{Path: "/events", RawQuery: filter.Encode()}).String()
 	data.Pager = &uiPager{}
 	if data.Older {
 		data.Pager.First = base
@@ -196,8 +234,8 @@ func (s *Server) uiEventsPage(w http.ResponseWriter, r *http.Request, c *uiConte
 	v := c.view("Events", "events", data)
 	if !data.Older {
 		v.Live = liveURL(last)
-		if len(chosen) > 0 {
-			v.Live += "&" + url.Values{"level": chosen}.Encode()
+		if len(filter) > 0 {
+			v.Live += "&" + filter.Encode()
 		}
 	}
 	s.render(w, r, http.StatusOK, "events", v)

@@ -182,3 +182,34 @@ func TestUIEventsLiveLevelFilter(t *testing.T) {
 		t.Errorf("filtered stream delivered %v, want the error then the success", got)
 	}
 }
+
+// TestUIEventsOfResource shows the events about one resource, as the
+// pages of backups, restores, clients and plans link to them: the filter
+// holds on the page, in its paging and level links and on its stream.
+func TestUIEventsOfResource(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
+	viewer := f.uiSignIn("viewer", "viewer-password")
+	for i, id := range []string{"b1", "b2", "b1"} {
+		e := &coffer.Event{Level: coffer.LevelInfo, Code: fmt.Sprintf("test.%d", i), Title: "t", Audience: coffer.RoleViewer,
+			Actor: "system", Resource: coffer.ResourceRef{Type: "backup", ID: id}}
+		if err := f.hub.Publish(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := f.uiDo("GET", "/events?resource=backup:b1", []*http.Cookie{viewer}, nil)
+	if codes := eventCodes(r.Body); r.StatusCode != 200 || strings.Join(codes, " ") != "test.2 test.0" {
+		t.Fatalf("events of backup b1: %d %v", r.StatusCode, codes)
+	}
+	wantIn(t, "events of b1", r.Body, `Events of backup <code>b1</code>`, `id="event-resource-clear"`,
+		`<input type="hidden" name="resource" value="backup:b1">`, `&amp;resource=backup%3Ab1"`)
+	r = f.uiDo("GET", "/events?resource=backup:b1&level=error", []*http.Cookie{viewer}, nil)
+	if codes := eventCodes(r.Body); len(codes) != 0 || !strings.Contains(r.Body, `href="/events?resource=backup%3ab1" class="button secondary" id="event-filter-clear"`) {
+		t.Errorf("b1's errors: %v\n%s", codes, r.Body)
+	}
+	for _, bad := range []string{"backup", "backup:", ":b1", strings.Repeat("x", 40) + ":b1"} {
+		if r := f.uiDo("GET", "/events?resource="+bad, []*http.Cookie{viewer}, nil); r.StatusCode != 400 || !strings.Contains(r.Body, "type:id") {
+			t.Errorf("resource=%s: %d", bad, r.StatusCode)
+		}
+	}
+}

@@ -73,7 +73,10 @@ type EventQuery struct {
 	// Both empty: no restriction.
 	Audiences []coffer.Role
 	UserID    string
-	Limit     int
+	// Resource keeps the events about one resource (Type and ID both set;
+	// zero: all).
+	Resource coffer.ResourceRef
+	Limit    int
 	// Descending returns newest first (history pages); otherwise oldest
 	// first (replay).
 	Descending bool
@@ -99,6 +102,9 @@ func (db *DB) ListEvents(ctx context.Context, q EventQuery) ([]coffer.Event, err
 			or = append(or, fmt.Sprintf("(level >= %s AND level < %s)", arg(int(c.Class())), arg(int(c.Class())+16)))
 		}
 		where = append(where, "("+strings.Join(or, " OR ")+")")
+	}
+	if q.Resource.Type != "" {
+		where = append(where, "resource_type = "+arg(q.Resource.Type), "resource_id = "+arg(q.Resource.ID))
 	}
 	if q.Since != nil {
 		where = append(where, "created_at >= "+arg(ts(*q.Since)))

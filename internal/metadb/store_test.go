@@ -289,7 +289,7 @@ func TestEvents(t *testing.T) {
 		mk := func(i int, level coffer.Level, audience coffer.Role, userID string) *coffer.Event {
 			e := &coffer.Event{Level: level, Code: fmt.Sprintf("test.%d", i), Title: "t", Audience: audience,
 				UserID: userID, CreatedAt: base.Add(time.Duration(i) * time.Hour),
-				Resource: coffer.ResourceRef{Type: "user", ID: "u1"}, Actor: "system"}
+				Resource: coffer.ResourceRef{Type: "user", ID: []string{"u1", "u2"}[i%2]}, Actor: "system"}
 			if err := db.InsertEvent(ctx, e); err != nil {
 				t.Fatal(err)
 			}
@@ -343,6 +343,9 @@ func TestEvents(t *testing.T) {
 			{"viewer", metadb.EventQuery{Audiences: []coffer.Role{coffer.RoleViewer}, UserID: "u0"}, id(0, 1)},
 			{"viewer it concerns", metadb.EventQuery{Audiences: []coffer.Role{coffer.RoleViewer}, UserID: "u9"}, id(0, 1, 3)},
 			{"operator", metadb.EventQuery{Audiences: []coffer.Role{coffer.RoleViewer, coffer.RoleOperator}}, id(0, 1, 4)},
+			{"resource", metadb.EventQuery{Resource: coffer.ResourceRef{Type: "user", ID: "u2"}}, id(1, 3)},
+			{"resource newest first", metadb.EventQuery{Resource: coffer.ResourceRef{Type: "user", ID: "u1"}, Descending: true}, id(4, 2, 0)},
+			{"another resource type", metadb.EventQuery{Resource: coffer.ResourceRef{Type: "client", ID: "u1"}}, nil},
 		}
 		for _, c := range cases {
 			if got := ids(c.q); !cmp.Equal(got, c.want) {
