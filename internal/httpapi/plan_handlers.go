@@ -312,33 +312,14 @@ func (s *Server) registerPlans() {
 			From     time.Time `json:"from,omitzero" doc:"Fire times after this instant (RFC 3339); default now."`
 		}
 	}
-	type previewOut struct {
-		Body struct {
-			Timezone string      `json:"timezone" doc:"The IANA time zone the times are in (UTC without one)."`
-			Times    []time.Time `json:"times" doc:"The next fire times in ascending order, with that zone's offset; empty for an empty schedule."`
-		}
-	}
 	handle(s, Read, huma.Operation{
 		OperationID: "preview-schedule", Method: http.MethodPost, Path: "/api/v1/plans/schedule-preview", Tags: tags,
 		Summary: "Preview a schedule's fire times",
 		Description: "The next fire times of a cron expression not saved in a plan (yet), as the plan form shows them while " +
 			"one types. Nothing is stored. A bad expression or time zone gets the error saving a plan with it would: " +
 			"400 invalid_schedule (with metadata.schedule_field) or invalid_timezone.",
-	}, func(ctx context.Context, in *previewIn) (*previewOut, error) {
-		from := in.Body.From
-		if from.IsZero() {
-			from = s.opts.Now()
-		}
-		times, tz, err := svc.PreviewSchedule(in.Body.Schedule, in.Body.Timezone, in.Body.Count, from)
-		if err != nil {
-			return nil, err
-		}
-		out := &previewOut{}
-		out.Body.Timezone, out.Body.Times = tz, times
-		if times == nil {
-			out.Body.Times = []time.Time{} // [] rather than null: no fire time
-		}
-		return out, nil
+	}, func(ctx context.Context, in *previewIn) (*fireTimesOut, error) {
+		return newFireTimes(svc.PreviewSchedule(in.Body.Schedule, in.Body.Timezone, in.Body.Count, s.nowOr(in.Body.From)))
 	})
 
 	type scheduleIn struct {
@@ -346,29 +327,43 @@ func (s *Server) registerPlans() {
 		Count int       `query:"count" minimum:"1" maximum:"100" default:"5" doc:"How many fire times."`
 		From  time.Time `query:"from" doc:"Fire times after this instant (RFC 3339); default now."`
 	}
-	type scheduleOut struct {
-		Body struct {
-			Timezone string      `json:"timezone" doc:"The IANA time zone the times are in (UTC for a plan without one)."`
-			Times    []time.Time `json:"times" doc:"The next fire times in ascending order, with that zone's offset, within start_at/end_at; empty for a plan run only by hand."`
-		}
-	}
 	handle(s, Read, huma.Operation{
 		OperationID: "preview-plan-schedule", Method: http.MethodGet, Path: "/api/v1/plans/{id}/schedule", Tags: tags,
 		Summary: "Preview a plan's fire times",
 		Description: "The next count times the plan's schedule fires after from, in the plan's time zone. A disabled " +
 			"plan's times are those it would fire at once enabled.",
 		Errors: []int{http.StatusNotFound},
-	}, func(ctx context.Context, in *scheduleIn) (*scheduleOut, error) {
-		from := in.From
-		if from.IsZero() {
-			from = s.opts.Now()
-		}
-		times, tz, err := svc.Preview(ctx, in.ID, in.Count, from)
-		if err != nil {
-			return nil, err
-		}
-		out := &scheduleOut{}
-		out.Body.Timezone, out.Body.Times = tz, times
-		return out, nil
+	}, func(ctx context.Context, in *scheduleIn) (*fireTimesOut, error) {
+		return newFireTimes(svc.Preview(ctx, in.ID, in.Count, s.nowOr(in.From)))
 	})
+}
+
+// fireTimesOut is the answer of the schedule previews: a schedule's next
+// fire times and their zone.
+type fireTimesOut struct {
+	Body struct {
+		Timezone string      `json:"timezone" doc:"The IANA time zone the times are in (UTC without one)."`
+		Times    []time.Time `json:"times" doc:"The next fire times in ascending order, with that zone's offset (a plan's within its start_at/end_at); empty for a schedule that never fires (run by hand only)."`
+	}
+}
+
+// newFireTimes wraps a preview's result; no fire time is [], not null.
+func newFireTimes(times []time.Time, tz string, err error) (*fireTimesOut, error) {
+	if err != nil {
+		return nil, err
+	}
+	out := &fireTimesOut{}
+	out.Body.Timezone, out.Body.Times = tz, times
+	if times == nil {
+		out.Body.Times = []time.Time{}
+	}
+	return out, nil
+}
+
+// nowOr is t, or the server's now when t is zero (a parameter not given).
+func (s *Server) nowOr(t time.Time) time.Time {
+	if t.IsZero() {
+		return s.opts.Now()
+	}
+	return t
 }
