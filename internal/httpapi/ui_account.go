@@ -123,7 +123,7 @@ func (s *Server) uiAccountPassword(w http.ResponseWriter, r *http.Request, c *ui
 			s.uiDone(w, r, "/account", "Password changed. Your other sessions were signed out; this one stays signed in.")
 			return
 		}
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		form.fail(ff, map[string]string{"old_password": "current_password", "password": "new_password"})
 		s.renderAccount(w, r, c, ff.status, &accountData{Password: form})
 		return
@@ -162,7 +162,7 @@ func (s *Server) uiAccountTokenCreate(w http.ResponseWriter, r *http.Request, c 
 	}
 	secret, tok, err := s.opts.Auth.CreateToken(r.Context(), c.p, nt)
 	if err != nil {
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		form.fail(ff, map[string]string{"scopes": "access", "expires_at": "expires"})
 		s.renderAccount(w, r, c, ff.status, &accountData{Token: form})
 		return

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -155,11 +154,11 @@ func (s *Server) uiEnroll(w http.ResponseWriter, r *http.Request, c *uiContext) 
 	}
 	secret, t, err := s.opts.Agents.CreateEnrollmentToken(r.Context(), c.p, data.Name, ttl)
 	if err != nil {
-		switch field, msg := uiFieldError(err); field {
-		case "name":
-			data.Errors["name"] = msg
-		case "expires_in_seconds":
-			data.Errors["ttl"] = msg
+		switch ff := failureOf(r.Context(), err); {
+		case ff.field == "name":
+			data.Errors["name"] = ff.message
+		case ff.field == "expires_in_seconds":
+			data.Errors["ttl"] = ff.message
 		default:
 			s.uiFail(w, r, c, err)
 			return
@@ -199,20 +198,6 @@ func serverURL(r *http.Request) string {
 		scheme = "https"
 	}
 	return scheme + "://" + r.Host
-}
-
-// uiFieldError returns the form field an invalid-input error names and
-// its sentence; field is "" for any other error.
-func uiFieldError(err error) (field, msg string) {
-	var ce *coffer.Error
-	if !errors.As(err, &ce) || (ce.Kind != coffer.KindInvalid && ce.Kind != coffer.KindNotFound) {
-		return "", ""
-	}
-	f, _ := ce.Meta["field"].(string)
-	if f == "" {
-		return "", ""
-	}
-	return f, sentence(ce.Detail)
 }
 
 // clientPageData is a client's page.
@@ -388,11 +373,12 @@ func (s *Server) uiClientUpdate(w http.ResponseWriter, r *http.Request, c *uiCon
 		return
 	}
 	if _, err := s.opts.Agents.UpdateClient(ctx, c.p, id, patch); err != nil {
-		field, msg := uiFieldError(err)
+		ff := failureOf(ctx, err)
+		field, msg := ff.field, ff.message
 		if field == "owner_id" {
 			field, msg = "owner", "That user does not exist (any more): choose another owner."
 		}
-		if field != "name" && field != "owner" {
+		if ff.status >= http.StatusInternalServerError || (field != "name" && field != "owner") {
 			s.uiFail(w, r, c, err)
 			return
 		}

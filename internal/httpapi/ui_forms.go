@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"cmp"
+	"context"
 	"net/http"
 	"net/url"
 	"slices"
@@ -99,8 +100,8 @@ type formFailure struct {
 // failureOf turns a service error into a formFailure. Internal details
 // never show: an unexpected error is the generic sentence with the request
 // id to quote.
-func failureOf(r *http.Request, err error) formFailure {
-	e := toAPIError(r.Context(), http.StatusInternalServerError, "", err)
+func failureOf(ctx context.Context, err error) formFailure {
+	e := toAPIError(ctx, http.StatusInternalServerError, "", err)
 	msg := sentence(e.Detail)
 	if e.status >= 500 && e.CorrelationID != "" {
 		msg = strings.TrimSuffix(msg, ".") + ": " + e.CorrelationID + "."

@@ -73,7 +73,7 @@ var restoreStates = []coffer.JobState{coffer.JobQueued, coffer.JobRunning, coffe
 func (s *Server) uiRestores(w http.ResponseWriter, r *http.Request, c *uiContext) {
 	ctx := r.Context()
 	q := r.URL.Query()
-	d := &restoresData{States: restoreStates, Client: q.Get("client"), State: q.Get("state"), Pager: &uiPager{}}
+	d := &restoresData{States: restoreStates, Client: q.Get("client"), State: q.Get("state")}
 	f := metadb.RestoreFilter{ClientID: d.Client, Limit: restoresPageSize + 1}
 	status := http.StatusOK
 	if d.State != "" {
@@ -113,12 +113,9 @@ func (s *Server) uiRestores(w http.ResponseWriter, r *http.Request, c *uiContext
 	slices.SortFunc(d.Clients, func(a, b coffer.Client) int {
 		return cmp.Or(strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name)), strings.Compare(a.ID, b.ID))
 	})
-	base := r.URL.Path + "?" + r.URL.RawQuery
-	if q.Get("cursor") != "" {
-		d.Pager.First, _ = withQuery(base, "cursor", "")
-	}
-	if next != nil {
-		d.Pager.Next, _ = withQuery(base, "cursor", *next)
+	if d.Pager, err = pagerOf(r, next); err != nil {
+		s.uiFail(w, r, c, err)
+		return
 	}
 	v := c.view("Restores", "restores", d)
 	if v.Live, err = s.uiLive(ctx); err != nil {
@@ -457,16 +454,6 @@ func (s *Server) checkWizard(ctx context.Context, p *coffer.Principal, d *wizard
 	return want, nil
 }
 
-// userProblem returns what a service's refusal means to the user, or err
-// itself when the server failed.
-func userProblem(ctx context.Context, err error) (string, error) {
-	e := toAPIError(ctx, http.StatusInternalServerError, "", err)
-	if e.status >= http.StatusInternalServerError {
-		return "", err
-	}
-	return sentence(e.Detail), nil
-}
-
 func (s *Server) checkWizardBackup(ctx context.Context, p *coffer.Principal, d *wizardData) error {
 	if d.W.BackupID == "" {
 		d.Errors["backup"] = "Choose the backup to restore."
@@ -490,8 +477,10 @@ func (s *Server) checkWizardBackup(ctx context.Context, p *coffer.Principal, d *
 	}
 	d.Backup, d.Source = b, src
 	if err := p.MayOperate(src); err != nil {
-		msg, err := userProblem(ctx, err)
-		d.Errors["backup"] = msg
+		if ff := failureOf(ctx, err); ff.status < http.StatusInternalServerError {
+			d.Errors["backup"] = ff.message
+			return nil
+		}
 		return err
 	}
 	return nil
@@ -545,8 +534,10 @@ func (s *Server) checkWizardTarget(ctx context.Context, p *coffer.Principal, d *
 	}
 	d.Target = cl
 	if err := p.MayOperate(cl); err != nil {
-		msg, err := userProblem(ctx, err)
-		d.Errors["target"] = msg
+		if ff := failureOf(ctx, err); ff.status < http.StatusInternalServerError {
+			d.Errors["target"] = ff.message
+			return nil
+		}
 		return err
 	}
 	return nil

@@ -281,17 +281,52 @@ func (s *Server) repositoryPage(r *http.Request, id string) (*repositoryData, er
 	data.Location = repositoryLocation(repo, data.Endpoint)
 	u, err := svc.Usage(ctx, id)
 	if err != nil {
-		data.UsageError = failureOf(r, err).message
+		data.UsageError = failureOf(r.Context(), err).message
 		return data, nil
 	}
 	data.Usage, data.Quota = u, newQuota(u.StoredBytes, u.QuotaBytes)
+	clients, err := s.clientIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	plans, err := s.planIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
 	for _, g := range u.Clients {
-		data.Clients = append(data.Clients, s.clientUsage(ctx, g))
+		row := usageRow{Name: g.ID, GroupUsage: g}
+		if cl := clients[g.ID]; cl != nil {
+			row.Name, row.Href = cl.Name, "/clients/"+url.PathEscape(cl.ID)
+		}
+		data.Clients = append(data.Clients, row)
 	}
 	for _, g := range u.Plans {
-		data.Plans = append(data.Plans, s.planUsage(ctx, g))
+		row := usageRow{Name: g.ID, GroupUsage: g}
+		if g.ID == "" {
+			row.Name = "Ad-hoc backups (no plan)"
+		} else if pl := plans[g.ID]; pl != nil {
+			row.Name, row.Href = pl.Name, "/plans/"+url.PathEscape(pl.ID)
+		}
+		data.Plans = append(data.Plans, row)
 	}
 	return data, nil
+}
+
+// planIndex returns every plan by id (none without the plans service), to
+// name the plans of a repository's usage in one query.
+func (s *Server) planIndex(ctx context.Context) (map[string]*coffer.Plan, error) {
+	out := map[string]*coffer.Plan{}
+	if s.opts.Plans == nil {
+		return out, nil
+	}
+	list, _, err := s.opts.Plans.List(ctx, metadb.PlanFilter{})
+	if err != nil {
+		return nil, err
+	}
+	for i := range list {
+		out[list[i].ID] = &list[i]
+	}
+	return out, nil
 }
 
 // repositoryJobs reads repository id and its running jobs, for the page and
@@ -310,34 +345,6 @@ func (s *Server) repositoryJobs(ctx context.Context, id string) (*repositoryJobs
 		return nil, nil, err
 	}
 	return &repositoryJobs{RepositoryID: repo.ID, Running: running, LastVerify: repo.LastVerify, LastGC: repo.LastGC}, repo, nil
-}
-
-// clientUsage names a client's share by the client's name when it still
-// exists.
-func (s *Server) clientUsage(ctx context.Context, g storage.GroupUsage) usageRow {
-	row := usageRow{Name: g.ID, GroupUsage: g}
-	if s.opts.Agents == nil {
-		return row
-	}
-	if cl, err := s.opts.Agents.GetClient(ctx, g.ID); err == nil {
-		row.Name, row.Href = cl.Name, "/clients/"+url.PathEscape(cl.ID)
-	}
-	return row
-}
-
-// planUsage names a plan's share by the plan's name; "" is the backups
-// run without a plan.
-func (s *Server) planUsage(ctx context.Context, g storage.GroupUsage) usageRow {
-	row := usageRow{Name: g.ID, GroupUsage: g}
-	switch {
-	case g.ID == "":
-		row.Name = "Ad-hoc backups (no plan)"
-	case s.opts.Plans != nil:
-		if p, err := s.opts.Plans.Get(ctx, g.ID); err == nil {
-			row.Name, row.Href = p.Name, "/plans/"+url.PathEscape(p.ID)
-		}
-	}
-	return row
 }
 
 // uiRepositoryJobs is the jobs fragment the repository page polls while a
@@ -415,7 +422,7 @@ func (s *Server) failRepository(w http.ResponseWriter, r *http.Request, c *uiCon
 	show func(*repositoryData, formFailure)) {
 	ff := formFailure{status: http.StatusBadRequest}
 	if err != nil {
-		ff = failureOf(r, err)
+		ff = failureOf(r.Context(), err)
 	}
 	data, perr := s.repositoryPage(r, id)
 	if perr != nil {
@@ -473,7 +480,7 @@ func (s *Server) uiRepositoryCreate(w http.ResponseWriter, r *http.Request, c *u
 	}
 	repo, err := s.opts.Storage.CreateRepository(r.Context(), c.p, in.spec())
 	if err != nil {
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		form.fail(ff, repositoryFields)
 		s.renderRepositoryForm(w, r, c, ff.status, data)
 		return
@@ -568,7 +575,7 @@ func (s *Server) uiRepositoryUpdate(w http.ResponseWriter, r *http.Request, c *u
 	}
 	updated, err := s.opts.Storage.UpdateRepository(r.Context(), c.p, repo.ID, in.spec())
 	if err != nil {
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		form.fail(ff, repositoryFields)
 		s.renderRepositoryForm(w, r, c, ff.status, data)
 		return
@@ -629,7 +636,7 @@ func (s *Server) uiEndpointCreate(w http.ResponseWriter, r *http.Request, c *uiC
 	form := newFormState(vals)
 	e, err := s.opts.Storage.CreateEndpoint(r.Context(), c.p, endpointInput(form).spec())
 	if err != nil {
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		form.fail(ff, endpointFields)
 		s.renderEndpointForm(w, r, c, ff.status, &endpointFormData{Form: form})
 		return
@@ -669,7 +676,7 @@ func (s *Server) uiEndpointUpdate(w http.ResponseWriter, r *http.Request, c *uiC
 	form := newFormState(vals)
 	updated, err := s.opts.Storage.UpdateEndpoint(r.Context(), c.p, e.ID, endpointInput(form).spec())
 	if err != nil {
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		form.fail(ff, endpointFields)
 		s.renderEndpointForm(w, r, c, ff.status, &endpointFormData{Endpoint: e, Form: form})
 		return
@@ -684,7 +691,7 @@ func (s *Server) uiEndpointDelete(w http.ResponseWriter, r *http.Request, c *uiC
 		return
 	}
 	if _, err := s.opts.Storage.DeleteEndpoint(r.Context(), c.p, e.ID); err != nil {
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		s.renderEndpointForm(w, r, c, ff.status, &endpointFormData{Endpoint: e, Form: endpointValues(e), DeleteError: ff.message})
 		return
 	}

@@ -96,7 +96,7 @@ func (s *Server) uiUserCreate(w http.ResponseWriter, r *http.Request, c *uiConte
 	u, err := s.opts.Auth.CreateUser(r.Context(), c.p, auth.NewUser{Username: form.Value("username"), Password: password,
 		Role: coffer.Role(form.Value("role"))})
 	if err != nil {
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		form.fail(ff, map[string]string{"password": "password"})
 		s.renderUserForm(w, r, c, ff.status, data)
 		return
@@ -144,7 +144,7 @@ func (s *Server) uiUserUpdate(w http.ResponseWriter, r *http.Request, c *uiConte
 	}
 	updated, err := s.opts.Auth.UpdateUser(r.Context(), c.p, u.ID, ch)
 	if err != nil {
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		form.fail(ff, nil)
 		s.renderUserForm(w, r, c, ff.status, &userFormData{User: u, Form: form, Password: newFormState(nil)})
 		return
@@ -176,7 +176,7 @@ func (s *Server) uiUserResetPassword(w http.ResponseWriter, r *http.Request, c *
 		return
 	}
 	if err := s.opts.Auth.ChangePassword(r.Context(), c.p, u.ID, "", password); err != nil {
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		pw.fail(ff, map[string]string{"password": "new_password"})
 		s.renderUserForm(w, r, c, ff.status, data)
 		return
@@ -191,7 +191,7 @@ func (s *Server) uiUserDelete(w http.ResponseWriter, r *http.Request, c *uiConte
 		return
 	}
 	if err := s.opts.Auth.DeleteUser(r.Context(), c.p, u.ID); err != nil {
-		ff := failureOf(r, err)
+		ff := failureOf(r.Context(), err)
 		s.renderUserForm(w, r, c, ff.status, &userFormData{User: u, Form: userValues(u), Password: newFormState(nil),
 			DeleteError: ff.message})
 		return
