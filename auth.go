@@ -1,6 +1,7 @@
 package coffer
 
 import (
+	"context"
 	"slices"
 	"time"
 )
@@ -114,6 +115,25 @@ func (p *Principal) MayOperate(c *Client) error {
 			"client %s belongs to another user: only its owner or an admin may act on it (an admin can make you its owner)", c.Name).
 			With("client_id", c.ID)
 	}
+}
+
+// ClientGetter reads a client by id: the services' client stores.
+type ClientGetter interface {
+	GetClient(ctx context.Context, id string) (*Client, error)
+}
+
+// MayOperateClient is MayOperate for the client with id, read from clients.
+// A client that no longer exists is owned by no one (its backups and
+// restores stay), so only admins may act on its records.
+func MayOperateClient(ctx context.Context, clients ClientGetter, p *Principal, id string) error {
+	c, err := clients.GetClient(ctx, id)
+	if IsKind(err, KindNotFound) {
+		c, err = &Client{ID: id, Name: id}, nil
+	}
+	if err != nil {
+		return err
+	}
+	return p.MayOperate(c)
 }
 
 // User is an account.

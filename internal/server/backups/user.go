@@ -60,14 +60,7 @@ func (s *Service) RunAdHoc(ctx context.Context, p *coffer.Principal, clientID st
 // A client deleted since its backups ran has no owner any more: only
 // admins act on them.
 func (s *Service) mayOperate(ctx context.Context, p *coffer.Principal, id string) error {
-	c, err := s.clients.GetClient(ctx, id)
-	if coffer.IsKind(err, coffer.KindNotFound) {
-		c, err = &coffer.Client{ID: id, Name: id}, nil
-	}
-	if err != nil {
-		return err
-	}
-	return p.MayOperate(c)
+	return coffer.MayOperateClient(ctx, s.clients, p, id)
 }
 
 // RunPlan queues a backup of plan now, as its "run now" does: the plan's
@@ -103,16 +96,16 @@ func (s *Service) FirePlan(ctx context.Context, plan *coffer.Plan) (*coffer.Back
 
 // fullDue reports whether plan's next backup must re-read every file.
 func (s *Service) fullDue(ctx context.Context, plan *coffer.Plan) (bool, error) {
-	if plan.FullEvery <= 0 {
+	switch {
+	case plan.FullEvery <= 0:
 		return false, nil
+	case plan.FullEvery == 1:
+		return true, nil // every backup is full (and Limit 0 below would mean no limit)
 	}
 	recent, err := s.store.ListBackups(ctx, metadb.BackupFilter{PlanID: plan.ID,
 		States: []coffer.JobState{coffer.JobSucceeded, coffer.JobPartial}, Limit: plan.FullEvery - 1})
 	if err != nil {
 		return false, err
-	}
-	if plan.FullEvery == 1 {
-		return true, nil
 	}
 	for _, b := range recent {
 		if b.Full {

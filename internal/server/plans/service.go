@@ -377,14 +377,7 @@ func (s *Service) RunNow(ctx context.Context, p *coffer.Principal, id string) (*
 // A client deleted since the plan was made has no owner any more: only
 // admins act on its plans.
 func (s *Service) mayOperate(ctx context.Context, p *coffer.Principal, id string) error {
-	c, err := s.clients.GetClient(ctx, id)
-	if coffer.IsKind(err, coffer.KindNotFound) {
-		c, err = &coffer.Client{ID: id, Name: id}, nil
-	}
-	if err != nil {
-		return err
-	}
-	return p.MayOperate(c)
+	return coffer.MayOperateClient(ctx, s.clients, p, id)
 }
 
 // describe names a plan in event messages.

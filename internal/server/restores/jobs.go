@@ -135,14 +135,7 @@ func (s *Service) Cancel(ctx context.Context, p *coffer.Principal, id string) (*
 // A client deleted since (its backups and restores stay) has no owner any
 // more: only admins act on them.
 func (s *Service) mayOperate(ctx context.Context, p *coffer.Principal, id string) error {
-	c, err := s.clients.GetClient(ctx, id)
-	if coffer.IsKind(err, coffer.KindNotFound) {
-		c, err = &coffer.Client{ID: id, Name: id}, nil
-	}
-	if err != nil {
-		return err
-	}
-	return p.MayOperate(c)
+	return coffer.MayOperateClient(ctx, s.clients, p, id)
 }
 
 // restorableBackup returns backup id if a restore can read it.

@@ -349,7 +349,9 @@ func (s *Scheduler) publish(ctx context.Context, e *coffer.Event) {
 	if s.events == nil {
 		return
 	}
-	if err := s.events.Publish(ctx, e); err != nil {
+	// Like every service's events: recorded even when ctx ends (shutdown)
+	// right after what it reports happened.
+	if err := s.events.Publish(context.WithoutCancel(ctx), e); err != nil {
 		s.log.Error("record scheduler event", "code", e.Code, "plan_id", e.Resource.ID, "err", err)
 	}
 }
