@@ -57,7 +57,8 @@ func (s *Server) uiPage(perm coffer.Permission, h uiHandler) http.HandlerFunc {
 		}
 		if !c.p.Can(perm) {
 			s.uiError(w, r, c, http.StatusForbidden, "Not allowed",
-				fmt.Sprintf("This needs the %s permission, which your account (role %s) does not hold.", perm, c.p.Role))
+				fmt.Sprintf("This needs the %s permission, which your account (role %s) does not hold. "+
+					"Ask an administrator to give your account the %s role if you need it.", perm, c.p.Role, roleFor[perm]))
 			return
 		}
 		if !safeMethod(r.Method) && !s.checkCSRF(w, r, c) {
@@ -70,6 +71,11 @@ func (s *Server) uiPage(perm coffer.Permission, h uiHandler) http.HandlerFunc {
 		h(w, r, c)
 	}
 }
+
+// roleFor is the least role holding each permission, for refusals that say
+// what to ask for.
+var roleFor = map[coffer.Permission]coffer.Role{coffer.PermRead: coffer.RoleViewer,
+	coffer.PermOperate: coffer.RoleOperator, coffer.PermManage: coffer.RoleAdmin}
 
 // uiSession authenticates a UI request by its session cookie. Only a
 // login session counts: API tokens and agent credentials are for API

@@ -470,3 +470,16 @@ func TestUITemplatesHaveNoInlineCode(t *testing.T) {
 		t.Error("the check refuses a script file")
 	}
 }
+
+// TestUIRefusalSaysWhatToAsk: a page the account may not see says which
+// role would open it.
+func TestUIRefusalSaysWhatToAsk(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, metadbtest.Open(t, metadb.SQLite))
+	viewer := f.uiSignIn("viewer", "viewer-password")
+	r := f.uiDo("GET", "/users", []*http.Cookie{viewer}, nil)
+	if r.StatusCode != http.StatusForbidden || !strings.Contains(r.Body, "needs the manage permission") ||
+		!strings.Contains(r.Body, "give your account the admin role") {
+		t.Errorf("/users as a viewer: %d\n%s", r.StatusCode, r.Body)
+	}
+}
