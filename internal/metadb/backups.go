@@ -309,16 +309,22 @@ func (w *sqlFilter) arg(v any) string {
 
 func (w *sqlFilter) add(cond string) { w.conds = append(w.conds, cond) }
 
+// in adds each of vals as an argument and returns their placeholders as a
+// list for IN: "$3, $4, $5".
+func in[T any](w *sqlFilter, vals []T) string {
+	ph := make([]string, len(vals))
+	for i, v := range vals {
+		ph[i] = w.arg(v)
+	}
+	return strings.Join(ph, ", ")
+}
+
 // states keeps jobs in one of the states (all when there are none).
 func (w *sqlFilter) states(states []coffer.JobState) {
 	if len(states) == 0 {
 		return
 	}
-	in := make([]string, len(states))
-	for i, s := range states {
-		in[i] = w.arg(s)
-	}
-	w.add("state IN (" + strings.Join(in, ", ") + ")")
+	w.add("state IN (" + in(w, states) + ")")
 }
 
 // keyset keeps the rows after k in (created_at DESC, id DESC) order.

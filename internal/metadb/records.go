@@ -3,7 +3,6 @@ package metadb
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/cofferhq/coffer"
@@ -72,12 +71,8 @@ func (db *DB) ClearRetentionDue(ctx context.Context, ids []string) error {
 		n := min(len(ids), batch)
 		var w sqlFilter
 		w.arg(false)
-		in := make([]string, n)
-		for i, id := range ids[:n] {
-			in[i] = w.arg(id)
-		}
 		if _, err := db.sql.ExecContext(ctx, `UPDATE backups SET retention_pending = $1 WHERE id IN (`+
-			strings.Join(in, ", ")+`)`, w.args...); err != nil {
+			in(&w, ids[:n])+`)`, w.args...); err != nil {
 			return fmt.Errorf("clear retention marks: %w", err)
 		}
 		ids = ids[n:]

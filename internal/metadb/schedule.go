@@ -213,10 +213,7 @@ func (db *DB) PlanFirings(ctx context.Context, planIDs []string) (map[string]cof
 		return out, nil
 	}
 	var w sqlFilter
-	in := make([]string, len(planIDs))
-	for i, id := range planIDs {
-		in[i] = w.arg(id)
-	}
+	ids := in(&w, planIDs)
 	rows, err := queryAll(ctx, db.sql, func(r rowScanner) (*coffer.PlanFiring, error) {
 		var f coffer.PlanFiring
 		var stale bool
@@ -229,7 +226,7 @@ func (db *DB) PlanFirings(ctx context.Context, planIDs []string) (map[string]cof
 		}
 		return &f, nil
 	}, `SELECT s.plan_id, `+keyDiffers("s", "p")+`, s.next_fire_at, s.last_fired_at, s.last_outcome, s.last_backup_id, s.last_message
-		FROM plan_schedules s JOIN plans p ON p.id = s.plan_id WHERE s.plan_id IN (`+strings.Join(in, ", ")+`)`, w.args...)
+		FROM plan_schedules s JOIN plans p ON p.id = s.plan_id WHERE s.plan_id IN (`+ids+`)`, w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("read plan firing states: %w", err)
 	}
