@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +30,33 @@ func enrollAgent(t *testing.T, s *server, admin, name string) (stateDir, clientI
 		t.Fatalf("%d clients named %s", len(items), name)
 	}
 	return stateDir, items[0].(map[string]any)["id"].(string)
+}
+
+// waitClientOnline waits for the client named name to come online and
+// returns its id.
+func waitClientOnline(t *testing.T, s *server, token, name string) string {
+	t.Helper()
+	var id string
+	waitUntil(t, time.Minute, func() (bool, string) {
+		r := s.call(http.MethodGet, "/api/v1/clients?name="+url.QueryEscape(name), token, nil).Want(http.StatusOK)
+		items, _ := r.JSON["items"].([]any)
+		if len(items) != 1 {
+			return false, fmt.Sprintf("%d clients named %s", len(items), name)
+		}
+		c := items[0].(map[string]any)
+		id, _ = c["id"].(string)
+		return c["status"] == "online", fmt.Sprintf("client %s is %v", name, c["status"])
+	})
+	return id
+}
+
+// startOnlineAgent enrolls an agent as client name, runs it, and returns
+// the client's id once the server has it online.
+func startOnlineAgent(t *testing.T, s *server, admin, name string) string {
+	t.Helper()
+	stateDir, _ := enrollAgent(t, s, admin, name)
+	startAgent(t, stateDir)
+	return waitClientOnline(t, s, admin, name)
 }
 
 // TestRestoreToAnotherAgent backs up a tree on one machine's agent and

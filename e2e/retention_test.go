@@ -22,22 +22,7 @@ func TestRetentionKeepLast(t *testing.T) {
 		s := startServer(t, d, startOptions{args: []string{"--admin-password", "admin-password"}})
 		admin := s.login("admin", "admin-password")
 
-		tok := s.call(http.MethodPost, "/api/v1/enrollment-tokens", admin, map[string]any{"name": "kept-box"}).Want(http.StatusCreated)
-		stateDir := filepath.Join(t.TempDir(), "state")
-		if out, stderr, code := run(t, "agent", "enroll", "--server", s.URL, "--token", tok.Str("secret"), "--state-dir", stateDir); code != 0 {
-			t.Fatalf("agent enroll exited %d\nstdout: %s\nstderr: %s", code, out, stderr)
-		}
-		startAgent(t, stateDir)
-		var clientID string
-		waitUntil(t, time.Minute, func() (bool, string) {
-			items := anySlice(s.call(http.MethodGet, "/api/v1/clients", admin, nil).Want(http.StatusOK).JSON["items"])
-			if len(items) != 1 {
-				return false, fmt.Sprintf("%d clients", len(items))
-			}
-			c := items[0].(map[string]any)
-			clientID, _ = c["id"].(string)
-			return c["status"] == "online", fmt.Sprintf("client status %v", c["status"])
-		})
+		clientID := startOnlineAgent(t, s, admin, "kept-box")
 
 		src := filepath.Join(t.TempDir(), "src")
 		if err := os.MkdirAll(filepath.Join(src, "sub"), 0o755); err != nil {
@@ -58,7 +43,9 @@ func TestRetentionKeepLast(t *testing.T) {
 			"include": []string{src}, "retention": map[string]any{"keep_last": 2}}).Want(http.StatusCreated).Str("plan", "id")
 		var runs []map[string]any
 		for i := range 4 {
-			os.WriteFile(filepath.Join(src, "counter"), []byte(fmt.Sprint(i)), 0o644)
+			if err := os.WriteFile(filepath.Join(src, "counter"), []byte(fmt.Sprint(i)), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			id := s.call(http.MethodPost, "/api/v1/plans/"+planID+"/run", admin, nil).Want(http.StatusCreated).Str("backup", "id")
 			job := s.waitJob(t, admin, "backup", id)
 			if job["state"] != "succeeded" {

@@ -19,23 +19,7 @@ func TestScheduledPlan(t *testing.T) {
 		s := startServer(t, d, startOptions{args: []string{"--admin-password", "admin-password"}})
 		admin := s.login("admin", "admin-password")
 
-		secret := s.call(http.MethodPost, "/api/v1/enrollment-tokens", admin, map[string]any{"name": "sched-box"}).
-			Want(http.StatusCreated).Str("secret")
-		stateDir := filepath.Join(t.TempDir(), "state")
-		if out, stderr, code := run(t, "agent", "enroll", "--server", s.URL, "--token", secret, "--state-dir", stateDir); code != 0 {
-			t.Fatalf("agent enroll exited %d\nstdout: %s\nstderr: %s", code, out, stderr)
-		}
-		startAgent(t, stateDir)
-		var clientID string
-		waitUntil(t, time.Minute, func() (bool, string) {
-			items := anySlice(s.call(http.MethodGet, "/api/v1/clients?name=sched-box", admin, nil).Want(http.StatusOK).JSON["items"])
-			if len(items) != 1 {
-				return false, fmt.Sprintf("%d clients named sched-box", len(items))
-			}
-			c := items[0].(map[string]any)
-			clientID, _ = c["id"].(string)
-			return c["status"] == "online", fmt.Sprintf("client status %v", c["status"])
-		})
+		clientID := startOnlineAgent(t, s, admin, "sched-box")
 
 		src := filepath.Join(t.TempDir(), "src")
 		if err := os.MkdirAll(filepath.Join(src, "sub"), 0o755); err != nil {

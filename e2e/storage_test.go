@@ -34,26 +34,15 @@ func TestSecondRepository(t *testing.T) {
 		repoID := r.Str("repository", "id")
 
 		// An agent, and a plan of its files into the second repository.
-		tok := s.call(http.MethodPost, "/api/v1/enrollment-tokens", admin, map[string]any{"name": "storage-box"}).Want(http.StatusCreated)
-		stateDir := filepath.Join(t.TempDir(), "state")
-		if out, stderr, code := run(t, "agent", "enroll", "--server", s.URL, "--token", tok.Str("secret"), "--state-dir", stateDir); code != 0 {
-			t.Fatalf("agent enroll exited %d\nstdout: %s\nstderr: %s", code, out, stderr)
-		}
-		startAgent(t, stateDir)
-		var clientID string
-		waitUntil(t, time.Minute, func() (bool, string) {
-			items := anySlice(s.call(http.MethodGet, "/api/v1/clients?name=storage-box", admin, nil).Want(http.StatusOK).JSON["items"])
-			if len(items) != 1 {
-				return false, fmt.Sprintf("%d clients", len(items))
-			}
-			c := items[0].(map[string]any)
-			clientID, _ = c["id"].(string)
-			return c["status"] == "online", fmt.Sprintf("client status %v", c["status"])
-		})
+		clientID := startOnlineAgent(t, s, admin, "storage-box")
 		src := filepath.Join(t.TempDir(), "src")
-		os.MkdirAll(src, 0o755)
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		for i := range 5 {
-			os.WriteFile(filepath.Join(src, fmt.Sprintf("f%d", i)), pseudoRandom(64<<10, uint64(i)), 0o644)
+			if err := os.WriteFile(filepath.Join(src, fmt.Sprintf("f%d", i)), pseudoRandom(64<<10, uint64(i)), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 		plan := s.call(http.MethodPost, "/api/v1/plans", admin, map[string]any{"name": "into second", "client_id": clientID,
 			"include": []string{src}, "repository_id": repoID}).Want(http.StatusCreated)
@@ -66,11 +55,14 @@ func TestSecondRepository(t *testing.T) {
 		if job["state"] != "succeeded" || job["repository_id"] != repoID {
 			t.Fatalf("the plan's backup: %v", job)
 		}
-		if snaps, _ := os.ReadDir(filepath.Join(dir, "snapshots")); len(snaps) != 1 {
-			t.Errorf("%d snapshots in the second repository, want 1", len(snaps))
+		if snaps, err := os.ReadDir(filepath.Join(dir, "snapshots")); err != nil || len(snaps) != 1 {
+			t.Errorf("%d snapshots in the second repository, want 1 (%v)", len(snaps), err)
 		}
-		if snaps, _ := os.ReadDir(filepath.Join(s.DataDir, "repository", "snapshots")); len(snaps) != 0 {
-			t.Errorf("the backup went to the default repository too: %d snapshots", len(snaps))
+		if _, err := os.Stat(filepath.Join(s.DataDir, "repository", "config")); err != nil {
+			t.Fatalf("the default repository is not where the test looks: %v", err)
+		}
+		if snaps, err := os.ReadDir(filepath.Join(s.DataDir, "repository", "snapshots")); (err != nil && !os.IsNotExist(err)) || len(snaps) != 0 {
+			t.Errorf("the backup went to the default repository too: %d snapshots (%v)", len(snaps), err)
 		}
 		usage := s.call(http.MethodGet, "/api/v1/repositories/"+repoID+"/usage", admin, nil).Want(http.StatusOK).JSON["usage"].(map[string]any)
 		clients := anySlice(usage["clients"])

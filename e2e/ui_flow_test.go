@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -320,6 +319,7 @@ func htmxSettled() chromedp.Action[chromedp.Void] {
 // directory at a time, as a person would.
 func openDirIn(b *browser, container, dir string) {
 	b.t.Helper()
+	b.do("let the file browser settle", htmxSettled())
 	cur := "/"
 	for _, part := range strings.Split(strings.Trim(dir, "/"), "/") {
 		cur = filepath.Join(cur, part)
@@ -390,22 +390,4 @@ func shellWords(s string) ([]string, error) {
 		words = append(words, cur.String())
 	}
 	return words, nil
-}
-
-// waitClientOnline waits for the client named name to come online and
-// returns its id.
-func waitClientOnline(t *testing.T, s *server, token, name string) string {
-	t.Helper()
-	var id string
-	waitUntil(t, time.Minute, func() (bool, string) {
-		r := s.call(http.MethodGet, "/api/v1/clients?name="+url.QueryEscape(name), token, nil).Want(http.StatusOK)
-		items, _ := r.JSON["items"].([]any)
-		if len(items) != 1 {
-			return false, fmt.Sprintf("%d clients named %s", len(items), name)
-		}
-		c := items[0].(map[string]any)
-		id, _ = c["id"].(string)
-		return c["status"] == "online", fmt.Sprintf("client %s is %v", name, c["status"])
-	})
-	return id
 }
