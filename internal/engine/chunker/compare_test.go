@@ -12,9 +12,11 @@ import (
 )
 
 // This file compares the two FastCDC libraries considered for the package
-// (see the package documentation for the outcome): their speed
-// (BenchmarkLibrary) and their behaviour (TestCompareLibraries). Both are
-// driven directly, not through Chunker, with the same parameters.
+// and the package's own cut loop (see the package documentation for the
+// outcome): their speed (BenchmarkLibrary) and their behaviour
+// (TestCompareLibraries). The libraries are driven directly, with the same
+// parameters. PlakarKorp's is also the reference that Chunker must cut
+// exactly like (TestMatchesReference, FuzzChunker).
 
 // library splits a stream with one FastCDC implementation and calls emit
 // with each chunk, which is valid only during the call.
@@ -24,8 +26,29 @@ type library struct {
 }
 
 var libraries = []library{
+	{"coffer", splitCoffer},
 	{"plakar", splitPlakar},
 	{"jotfs", splitJotfs},
+}
+
+// reference is the implementation that defines Algorithm.
+var reference = libraries[1]
+
+func splitCoffer(r io.Reader, p Params, emit func([]byte)) error {
+	c, err := newChunker(r, p, make([]byte, BufferSize(p)))
+	if err != nil {
+		return err
+	}
+	for {
+		chunk, err := c.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		emit(chunk)
+	}
 }
 
 func splitPlakar(r io.Reader, p Params, emit func([]byte)) error {
@@ -227,4 +250,33 @@ func (o *oddReader) Read(b []byte) (int, error) {
 	n := oddSizes[o.i%len(oddSizes)]
 	o.i++
 	return o.r.Read(b[:min(n, len(b))])
+}
+
+// TestMatchesReference checks that Chunker cuts exactly where the library
+// that defines Algorithm cuts, for every kind of data, a range of
+// parameters (including the library's own defaults, which have fixed masks)
+// and lengths around the bounds; FuzzChunker checks the same on arbitrary
+// input.
+func TestMatchesReference(t *testing.T) {
+	params := []Params{
+		DefaultParams(),
+		{Min: 64 << 10, Avg: 128 << 10, Max: 256 << 10},
+		{Min: 64 << 10, Avg: 1 << 20, Max: 16 << 20},
+		smallParams,
+		{Min: 2 << 10, Avg: 8 << 10, Max: 64 << 10},
+		{Min: 64, Avg: 256, Max: 1024},
+	}
+	for _, kind := range dataKinds {
+		data := kind.gen(testSize(24<<20), 31)
+		for _, p := range params {
+			for _, n := range []int{0, 1, p.Min, p.Min + 1, p.Avg, p.Max, p.Max + 1, 3*p.Max + 17, len(data)} {
+				in := data[:min(n, len(data))]
+				want := lengths(t, reference, bytes.NewReader(in), p)
+				got := chunkLengths(splitWith(t, bytes.NewReader(in), p))
+				if !slices.Equal(got, want) {
+					t.Errorf("%s, params %v, %d bytes: cut into %v, the reference into %v", kind.name, p, len(in), got, want)
+				}
+			}
+		}
+	}
 }

@@ -38,7 +38,8 @@ func (s *stepReader) Read(b []byte) (int, error) {
 
 // FuzzChunker checks the chunker's invariants on arbitrary input and small
 // parameters: the chunks concatenate to the input, all but the last are
-// within [Min, Max], and the boundaries do not depend on read sizes. Its seed
+// within [Min, Max], the boundaries do not depend on read sizes, and they
+// are the reference implementation's. Its seed
 // corpus runs with the other tests. When fuzzing, -fuzzminimizetime 5s keeps
 // the minimisation of large inputs from stalling progress for a minute.
 func FuzzChunker(f *testing.F) {
@@ -61,6 +62,9 @@ func FuzzChunker(f *testing.F) {
 		}
 		if len(data) > 0 && len(data) <= p.Min && len(chunks) != 1 {
 			t.Fatalf("%d bytes (≤ Min %d) made %d chunks, want 1", len(data), p.Min, len(chunks))
+		}
+		if got, want := chunkLengths(chunks), lengths(t, reference, bytes.NewReader(data), p); !slices.Equal(got, want) {
+			t.Fatalf("params %v: boundaries %v, the reference's %v", p, got, want)
 		}
 		stepped := splitWith(t, &stepReader{data: data, size: 1 + int(readSize)}, p)
 		if got, want := chunkLengths(stepped), chunkLengths(chunks); !slices.Equal(got, want) {
