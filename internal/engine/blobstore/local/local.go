@@ -23,6 +23,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -165,21 +166,61 @@ func (b *Backend) writeTemp(ctx context.Context, dir string, data io.Reader, siz
 	return tmp, nil
 }
 
-// writeSync copies exactly size bytes of data to f and fsyncs it.
+// writeSync copies exactly size bytes of data to f and fsyncs it. Data in
+// memory (a bytes.Reader, as packs are) goes to the file in one write of at
+// most writePiece bytes at a time, with no copy through a buffer.
 func writeSync(ctx context.Context, f *os.File, data io.Reader, size int64) error {
-	n, err := io.Copy(f, io.LimitReader(&ctxReader{ctx: ctx, r: data}, size+1))
-	switch {
-	case err != nil:
+	w := &sizedWriter{ctx: ctx, f: f, size: size}
+	var err error
+	if br, ok := data.(*bytes.Reader); ok {
+		_, err = br.WriteTo(w)
+	} else {
+		// Only Read: a type that wraps a bytes.Reader must not have its
+		// WriteTo bypass its own Read.
+		_, err = io.Copy(w, struct{ io.Reader }{data})
+	}
+	if err != nil {
 		return err
-	case n > size:
-		return fmt.Errorf("data has more than %d bytes", size)
-	case n < size:
-		return fmt.Errorf("data has %d bytes, want %d", n, size)
+	}
+	if w.n < size {
+		return fmt.Errorf("data has %d bytes, want %d", w.n, size)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	return nil
+}
+
+// writePiece bounds a single write, so that a cancelled Put of a large
+// object stops soon.
+const writePiece = 8 << 20
+
+// sizedWriter writes to f and refuses to write more than size bytes in
+// all, or anything once ctx is done.
+type sizedWriter struct {
+	ctx     context.Context
+	f       *os.File
+	n, size int64
+}
+
+func (w *sizedWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > w.size-w.n {
+		return 0, fmt.Errorf("data has more than %d bytes", w.size)
+	}
+	written := 0
+	for len(p) > 0 {
+		if err := w.ctx.Err(); err != nil {
+			return written, err
+		}
+		m, err := w.f.Write(p[:min(len(p), writePiece)])
+		written += m
+		w.n += int64(m)
+		if err != nil {
+			return written, err
+		}
+		p = p[m:]
+	}
+	return written, nil
 }
 
 // createTemp creates a new, empty temporary file in dir (0600).
@@ -286,20 +327,6 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 		return b.errorf("delete", name, err)
 	}
 	return nil
-}
-
-// ctxReader fails reads once its context is done, so that a long copy stops
-// when its caller gives up.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r *ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(p)
 }
 
 // Clean removes temporary files older than olderThan, left behind by Puts
