@@ -198,9 +198,15 @@ var edits = []struct {
 // on a broken invariant of either library.
 func TestCompareLibraries(t *testing.T) {
 	p := DefaultParams()
+	libs := libraries
+	if raceEnabled {
+		// The race detector makes this the package's slowest test; jotfs
+		// is here for the record of the choice, not to check this package.
+		libs = libs[:2]
+	}
 	for _, kind := range dataKinds {
 		data := kind.gen(testSize(64<<20), 1)
-		for _, lib := range libraries {
+		for _, lib := range libs {
 			t.Run(kind.name+"/"+lib.name, func(t *testing.T) {
 				ls := lengths(t, lib, bytes.NewReader(data), p)
 				checkBounds(t, ls, len(data), p)
@@ -267,7 +273,7 @@ func TestMatchesReference(t *testing.T) {
 		{Min: 64, Avg: 256, Max: 1024},
 	}
 	for _, kind := range dataKinds {
-		data := kind.gen(testSize(24<<20), 31)
+		data := kind.gen(testSize(12<<20), 31)
 		for _, p := range params {
 			for _, n := range []int{0, 1, p.Min, p.Min + 1, p.Avg, p.Max, p.Max + 1, 3*p.Max + 17, len(data)} {
 				in := data[:min(n, len(data))]
