@@ -58,7 +58,7 @@ type Writer struct {
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
-	cur     *pack.Writer
+	cur     *pack.Writer         // the pack being filled; nil until a blob needs one
 	pending map[blob.ID]struct{} // saved here, not yet indexed
 	stats   WriterStats
 	err     error // the first upload failure; every later call returns it
@@ -100,7 +100,6 @@ func (r *Repository) NewWriter(ctx context.Context, o WriterOptions) (*Writer, e
 	w := &Writer{repo: r, opts: o, session: s, ctx: wctx, cancel: cancel,
 		pending: map[blob.ID]struct{}{}, uploads: make(chan *pack.Pack), renewed: make(chan struct{}),
 		buffers: make(chan []byte, o.Uploads+1)}
-	w.cur = w.newPack()
 	for range o.Uploads {
 		w.workers.Add(1)
 		go w.uploader()
@@ -268,6 +267,9 @@ func (w *Writer) add(ctx context.Context, t blob.Type, id blob.ID, stored []byte
 		w.mu.Unlock()
 		return w.err
 	}
+	if w.cur == nil {
+		w.cur = w.newPack()
+	}
 	if _, err := w.cur.Add(t, id, stored, rawLen); err != nil {
 		delete(w.pending, id)
 		w.mu.Unlock()
@@ -278,7 +280,7 @@ func (w *Writer) add(ctx context.Context, t blob.Type, id blob.ID, stored []byte
 	w.stats.StoredBytes += int64(len(stored))
 	var full *pack.Writer
 	if w.cur.Size() >= w.repo.cfg.PackSize {
-		full, w.cur = w.cur, w.newPack()
+		full, w.cur = w.cur, nil
 	}
 	w.mu.Unlock()
 	if full != nil {
@@ -374,9 +376,9 @@ func (w *Writer) store(p *pack.Pack) error {
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
 	var last *pack.Pack
-	if w.err == nil && w.cur.Count() > 0 {
+	if w.err == nil && w.cur != nil && w.cur.Count() > 0 {
 		last = w.cur.Finish()
-		w.cur = w.newPack()
+		w.cur = nil
 	}
 	w.mu.Unlock()
 	if last != nil {

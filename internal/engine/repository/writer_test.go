@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -132,5 +133,41 @@ func TestWriterUploadFailure(t *testing.T) {
 	}
 	if _, err := r.LoadBlob(ctx, blob.Data, r.BlobID(c), nil); !errors.Is(err, repository.ErrNotIndexed) {
 		t.Fatalf("LoadBlob after a failed upload = %v, want ErrNotIndexed", err)
+	}
+}
+
+// TestWritersReusePackBuffers runs writers one after another, as the
+// server does with one writer per upload request, each saving a little and
+// flushing. A writer that kept an empty pack buffer after its Flush would
+// drop it at Close, and every request would allocate (and zero) a new one.
+func TestWritersReusePackBuffers(t *testing.T) {
+	const packSize, rounds = 8 << 20, 20
+	r := repotest.New(t, repotest.Options{PackSize: packSize})
+	ctx := context.Background()
+	round := func(i int) {
+		w, err := r.NewWriter(ctx, repository.WriterOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		data := repotest.Random(uint64(i), 4<<10)
+		if _, err := w.Save(ctx, blob.Data, r.Codec().ID(data), data, blob.Off); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round(-1) // the first writer allocates its buffers
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range rounds {
+		round(i)
+	}
+	runtime.ReadMemStats(&after)
+	// The race detector drops a quarter of sync.Pool puts on purpose, so
+	// allow for some new buffers, just not one a round.
+	if perRound := (after.TotalAlloc - before.TotalAlloc) / rounds; perRound > packSize/2 {
+		t.Errorf("each writer allocated %d bytes: want the pack buffers reused (pack size %d)", perRound, packSize)
 	}
 }
