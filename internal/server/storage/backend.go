@@ -26,13 +26,14 @@ type Location struct {
 }
 
 // OpenBackend opens the storage at loc: a local directory (created if
-// missing), or an S3 bucket, checked to answer and wrapped in the retry
+// missing; packs are written past the page cache, see local.Options), or
+// an S3 bucket, checked to answer and wrapped in the retry
 // decorator. The server's default repository and every configured one are
 // opened here. S3 errors say what failed (s3.ErrAccessDenied,
 // s3.ErrNoSuchBucket, an unreachable endpoint marked blobstore.Transient).
 func OpenBackend(ctx context.Context, loc Location) (blobstore.Backend, error) {
 	if loc.S3 == nil {
-		return local.New(loc.Path)
+		return local.NewWithOptions(loc.Path, local.Options{DirectWrites: true})
 	}
 	b, err := s3.New(ctx, *loc.S3)
 	if err != nil {

@@ -10,6 +10,12 @@
 // therefore support hard links (every POSIX file system and NTFS do; FAT
 // does not).
 //
+// With Options.DirectWrites (the server sets it), objects of 1 MiB or more
+// (packs) are written with direct I/O on Linux where the file system takes
+// it (O_DIRECT; the unaligned tail through the page cache), so a backup
+// does not copy every pack into the page cache only to flush it at once,
+// evicting what the server had cached (direct_linux.go).
+//
 // Temporary files are named ".tmp~…": "~" is not allowed in object names,
 // so they can never collide with an object, and List and Stat ignore them.
 // Ones left behind by a crash are removed by Clean.
@@ -37,6 +43,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cofferhq/coffer/internal/engine/blobstore"
 )
@@ -47,17 +54,33 @@ const tempPrefix = ".tmp~"
 // Backend stores objects as files below one directory. It is safe for
 // concurrent use, also by several processes sharing the directory.
 type Backend struct {
-	dir  string // absolute
-	root *os.Root
+	dir    string // absolute
+	root   *os.Root
+	direct bool // Options.DirectWrites
+}
+
+// Options configure a Backend.
+type Options struct {
+	// DirectWrites writes objects of 1 MiB or more past the page cache
+	// where the platform and file system allow it. That saves the copy
+	// into the cache (about 1.2 ms of CPU per MiB on the project's
+	// machines) and keeps packs from evicting other data, at the price
+	// of reading a pack back from the disk even right after it was
+	// written. A server, which writes packs and rarely reads them soon,
+	// wants it; a benchmark that reads back at once does not.
+	DirectWrites bool
 }
 
 var _ blobstore.Backend = (*Backend)(nil)
 
 // New returns a Backend storing objects below dir, which it creates (0700)
-// if needed. It does not remove leftovers of earlier crashes, because
-// another process may be writing into the same directory; call Clean for
-// that.
-func New(dir string) (*Backend, error) {
+// if needed, with default Options. It does not remove leftovers of earlier
+// crashes, because another process may be writing into the same directory;
+// call Clean for that.
+func New(dir string) (*Backend, error) { return NewWithOptions(dir, Options{}) }
+
+// NewWithOptions is New with options.
+func NewWithOptions(dir string, o Options) (*Backend, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("local: open %s: %w", dir, err)
@@ -69,7 +92,7 @@ func New(dir string) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local: open %s: %w", abs, err)
 	}
-	return &Backend{dir: abs, root: root}, nil
+	return &Backend{dir: abs, root: root, direct: o.DirectWrites}, nil
 }
 
 // Location returns "local:" and the absolute directory.
@@ -150,11 +173,11 @@ func (b *Backend) Put(ctx context.Context, name string, data io.ReadSeeker, size
 // writeTemp writes size bytes of data to a new temporary file in dir,
 // fsyncs it, and returns its name. On error it removes the file again.
 func (b *Backend) writeTemp(ctx context.Context, dir string, data io.Reader, size int64) (string, error) {
-	f, tmp, err := b.createTemp(dir)
+	f, tmp, direct, err := b.createTemp(dir, b.direct && size >= directMin)
 	if err != nil {
 		return "", err
 	}
-	if err := writeSync(ctx, f, data, size); err != nil {
+	if err := writeSync(ctx, f, data, size, direct); err != nil {
 		_ = f.Close()
 		_ = b.root.Remove(tmp)
 		return "", fmt.Errorf("write %s: %w", tmp, err)
@@ -167,10 +190,11 @@ func (b *Backend) writeTemp(ctx context.Context, dir string, data io.Reader, siz
 }
 
 // writeSync copies exactly size bytes of data to f and fsyncs it. Data in
-// memory (a bytes.Reader, as packs are) goes to the file in one write of at
-// most writePiece bytes at a time, with no copy through a buffer.
-func writeSync(ctx context.Context, f *os.File, data io.Reader, size int64) error {
-	w := &sizedWriter{ctx: ctx, f: f, size: size}
+// memory (a bytes.Reader, as packs are) goes to the file in writes of up
+// to writePiece bytes straight from its slice; with direct set (f was
+// opened for direct I/O), the aligned part of it bypasses the page cache.
+func writeSync(ctx context.Context, f *os.File, data io.Reader, size int64, direct bool) error {
+	w := &sizedWriter{ctx: ctx, f: f, size: size, direct: direct}
 	var err error
 	if br, ok := data.(*bytes.Reader); ok {
 		_, err = br.WriteTo(w)
@@ -192,7 +216,7 @@ func writeSync(ctx context.Context, f *os.File, data io.Reader, size int64) erro
 }
 
 // writePiece bounds a single write, so that a cancelled Put of a large
-// object stops soon.
+// object stops soon. It is a multiple of directAlign.
 const writePiece = 8 << 20
 
 // sizedWriter writes to f and refuses to write more than size bytes in
@@ -201,6 +225,7 @@ type sizedWriter struct {
 	ctx     context.Context
 	f       *os.File
 	n, size int64
+	direct  bool // f is in direct I/O mode
 }
 
 func (w *sizedWriter) Write(p []byte) (int, error) {
@@ -212,10 +237,28 @@ func (w *sizedWriter) Write(p []byte) (int, error) {
 		if err := w.ctx.Err(); err != nil {
 			return written, err
 		}
-		m, err := w.f.Write(p[:min(len(p), writePiece)])
+		piece := p[:min(len(p), writePiece)]
+		if w.direct {
+			// Direct I/O takes whole aligned blocks from an aligned
+			// address; the rest (the tail of a pack, or a buffer that
+			// happens to be unaligned) goes through the page cache.
+			if n := directLen(piece, w.n); n > 0 {
+				piece = piece[:n]
+			} else if err := w.endDirect(); err != nil {
+				return written, err
+			}
+		}
+		m, err := w.f.Write(piece)
 		written += m
 		w.n += int64(m)
 		if err != nil {
+			if w.direct && m == 0 && errors.Is(err, syscall.EINVAL) {
+				// The file system took the open but not the write.
+				if err := w.endDirect(); err != nil {
+					return written, err
+				}
+				continue
+			}
 			return written, err
 		}
 		p = p[m:]
@@ -223,20 +266,50 @@ func (w *sizedWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// createTemp creates a new, empty temporary file in dir (0600).
-func (b *Backend) createTemp(dir string) (*os.File, string, error) {
+func (w *sizedWriter) endDirect() error {
+	if err := clearDirect(w.f); err != nil {
+		return fmt.Errorf("leave direct I/O: %w", err)
+	}
+	w.direct = false
+	return nil
+}
+
+// directLen returns how many bytes at the start of p a direct write at
+// file offset off may take: a multiple of directAlign when p's address
+// and off are aligned, else 0.
+func directLen(p []byte, off int64) int {
+	if off%directAlign != 0 || uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign != 0 {
+		return 0
+	}
+	return len(p) &^ (directAlign - 1)
+}
+
+// createTemp creates a new, empty temporary file in dir (0600). With
+// direct set it asks for direct I/O where the platform has it, and says
+// whether it got it: a file system that refuses it at open gets an
+// ordinary file.
+func (b *Backend) createTemp(dir string, direct bool) (*os.File, string, bool, error) {
+	direct = direct && oDirect != 0
 	for range 100 {
 		name := filepath.Join(filepath.FromSlash(dir), fmt.Sprintf("%s%016x", tempPrefix, rand.Uint64()))
-		f, err := b.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+		if direct {
+			flags |= oDirect
+		}
+		f, err := b.root.OpenFile(name, flags, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
-		if err != nil {
-			return nil, "", fmt.Errorf("create temporary file: %w", err)
+		if direct && errors.Is(err, syscall.EINVAL) {
+			direct = false
+			continue
 		}
-		return f, name, nil
+		if err != nil {
+			return nil, "", false, fmt.Errorf("create temporary file: %w", err)
+		}
+		return f, name, direct, nil
 	}
-	return nil, "", fmt.Errorf("create temporary file in %s: too many collisions", dir)
+	return nil, "", false, fmt.Errorf("create temporary file in %s: too many collisions", dir)
 }
 
 // mkdirs creates dir and its missing parents (0700), fsyncing each parent

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,13 +20,17 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) blobstore.Backend {
-		b, err := local.New(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	})
+	for _, o := range []local.Options{{}, {DirectWrites: true}} {
+		t.Run(fmt.Sprintf("direct=%v", o.DirectWrites), func(t *testing.T) {
+			storetest.Run(t, func(t *testing.T) blobstore.Backend {
+				b, err := local.NewWithOptions(t.TempDir(), o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			})
+		})
+	}
 }
 
 func newBackend(t *testing.T) (*local.Backend, string) {
