@@ -39,16 +39,7 @@ func splitCoffer(r io.Reader, p Params, emit func([]byte)) error {
 	if err != nil {
 		return err
 	}
-	for {
-		chunk, err := c.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		emit(chunk)
-	}
+	return drain(c.Next, emit)
 }
 
 func splitPlakar(r io.Reader, p Params, emit func([]byte)) error {
@@ -56,8 +47,23 @@ func splitPlakar(r io.Reader, p Params, emit func([]byte)) error {
 	if err != nil {
 		return err
 	}
+	return drain(c.Next, emit)
+}
+
+func splitJotfs(r io.Reader, p Params, emit func([]byte)) error {
+	c, err := jotfs.NewChunker(r, jotfs.Options{MinSize: p.Min, AverageSize: p.Avg, MaxSize: p.Max})
+	if err != nil {
+		return err
+	}
+	return drain(func() ([]byte, error) { chunk, err := c.Next(); return chunk.Data, err }, emit)
+}
+
+// drain calls next until io.EOF and emits every non-empty chunk, including
+// one returned together with io.EOF (the PlakarKorp library returns a last
+// chunk shorter than Min that way).
+func drain(next func() ([]byte, error), emit func([]byte)) error {
 	for {
-		chunk, err := c.Next()
+		chunk, err := next()
 		if len(chunk) > 0 {
 			emit(chunk)
 		}
@@ -67,23 +73,6 @@ func splitPlakar(r io.Reader, p Params, emit func([]byte)) error {
 		if err != nil {
 			return err
 		}
-	}
-}
-
-func splitJotfs(r io.Reader, p Params, emit func([]byte)) error {
-	c, err := jotfs.NewChunker(r, jotfs.Options{MinSize: p.Min, AverageSize: p.Avg, MaxSize: p.Max})
-	if err != nil {
-		return err
-	}
-	for {
-		chunk, err := c.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		emit(chunk.Data)
 	}
 }
 
