@@ -301,6 +301,10 @@ func (b *Backend) createTemp(dir string, direct bool) (*os.File, string, bool, e
 			continue
 		}
 		if direct && errors.Is(err, syscall.EINVAL) {
+			// Linux checks for direct I/O support after O_CREAT made
+			// the file: remove it (the name is ours alone) and try an
+			// ordinary one.
+			_ = b.root.Remove(name)
 			direct = false
 			continue
 		}
