@@ -9,10 +9,14 @@ import (
 // Direct I/O (Options.DirectWrites): objects of directMin bytes or more
 // are written with O_DIRECT.
 const (
-	oDirect     = unix.O_DIRECT
 	directAlign = 4096 // covers 512-byte and 4 KiB logical blocks
 	directMin   = 1 << 20
 )
+
+// oDirect is the open flag asking for direct I/O; a variable only so that
+// a test can make the open fail the way a file system without direct I/O
+// makes it fail.
+var oDirect = unix.O_DIRECT
 
 // clearDirect turns direct I/O off for f.
 func clearDirect(f *os.File) error {
