@@ -55,9 +55,9 @@ func (f stateDirFlag) openAgent(logger *slog.Logger, workers int, configure ...f
 
 // agentMemoryLimit is the Go runtime's soft memory limit for the agent and
 // the commands that back up or restore this machine (GOMEMLIMIT overrides
-// it). The agent runs beside the machine's real work: its buffers need
-// about 70 MiB, and without a limit the collector lets the heap grow to
-// twice the live data. A soft limit never fails an allocation; past it the
+// it). The agent runs beside the machine's real work, and without a limit
+// the collector lets the heap grow to twice the live data (chunks and
+// uploads in flight, the chunkers' windows, the compressors' state). A soft limit never fails an allocation; past it the
 // collector just runs more often.
 const agentMemoryLimit = 112 << 20
 

@@ -110,6 +110,14 @@ func (a *Agent) Backup(ctx context.Context, req BackupRequest, onProgress func(P
 	return finish(err)
 }
 
+// chunkMemory is the archiver's budget of file chunks in flight. The
+// agent runs under a tight soft memory limit (cmd/coffer), where every MiB
+// of live heap makes the collector run more often: with 16 MiB instead of
+// 32 a first backup of the 1 GiB reference corpus took about 10 % less
+// CPU (7 alternating runs; peak RSS unchanged at 116–119 MiB), and four of
+// the largest chunks still fit.
+const chunkMemory = 16 << 20
+
 // runBackup archives, uploads and commits a started backup, filling res.
 func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, started *protocol.StartBackupResponse,
 	hooks *backupHooks, res *BackupResult, onProgress func(Progress), start time.Time) error {
@@ -163,7 +171,7 @@ func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, s
 		prog := &archiver.Progress{}
 		u := newUploader(ctx, a.api, job.ID, codec, params, a.uploads)
 		o := archiver.Options{Codec: codec, Chunker: cp, Compression: level, SkipIncompressible: true,
-			Workers: a.opts.Workers, Savers: a.opts.Workers, MemoryLimit: 32 << 20, BatchSize: 1024,
+			Workers: a.opts.Workers, Savers: a.opts.Workers, MemoryLimit: chunkMemory, BatchSize: 1024,
 			Exclude: job.Exclude, OneFileSystem: job.OneFileSystem, OnFile: rec.record, Progress: prog}
 		if parent != nil {
 			o.Cache = parent
