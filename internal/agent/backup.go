@@ -171,7 +171,7 @@ func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, s
 		prog := &archiver.Progress{}
 		u := newUploader(ctx, a.api, job.ID, codec, params, a.uploads)
 		o := archiver.Options{Codec: codec, Chunker: cp, Compression: level, SkipIncompressible: true,
-			Workers: a.opts.Workers, Savers: a.opts.Workers, MemoryLimit: chunkMemory, BatchSize: 1024,
+			Workers: a.opts.Workers, Savers: a.opts.Workers, MemoryLimit: chunkMemory, BatchSize: 1024, Queries: 4,
 			Exclude: job.Exclude, OneFileSystem: job.OneFileSystem, OnFile: rec.record, Progress: prog}
 		if parent != nil {
 			o.Cache = parent

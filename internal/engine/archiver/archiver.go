@@ -101,7 +101,8 @@ import (
 // Saver stores blobs. *repository.Writer implements it.
 type Saver interface {
 	// Missing returns, in input order, the ids among ids that the
-	// repository lacks, and keeps the others alive for this backup.
+	// repository lacks, and keeps the others alive for this backup. It
+	// is called from several goroutines at once (Options.Queries).
 	Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error)
 	// Save stores a blob, compressed at level when that shrinks it. It
 	// reports false when the blob was already saved by this backup. It is
@@ -135,6 +136,8 @@ type Options struct {
 	// BatchDelay is how long the first chunk of a batch waits for more
 	// before the batch is sent anyway (default 2 ms).
 	BatchDelay time.Duration
+	// Queries is how many Missing calls may run at once (default 2).
+	Queries int
 	// MemoryLimit bounds the bytes of chunk buffers waiting to be looked
 	// up or saved (default 64 MiB, at least 4×Chunker.Max). Each reader
 	// also holds a chunker buffer of 2×Chunker.Max.
@@ -241,6 +244,9 @@ func New(opts Options) (*Archiver, error) {
 	}
 	if opts.BatchDelay <= 0 {
 		opts.BatchDelay = 2 * time.Millisecond
+	}
+	if opts.Queries <= 0 {
+		opts.Queries = 2
 	}
 	if opts.MemoryLimit <= 0 {
 		opts.MemoryLimit = 64 << 20

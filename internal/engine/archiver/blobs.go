@@ -131,8 +131,12 @@ func (r *run) collect() error {
 
 // query asks the saver which blobs of each batch are missing and hands
 // those to the savers; the others' buffers go back to the pool at once.
+// Options.Queries of them run at once, so that the saver's answer time (a
+// round trip to the server, for an agent) does not hold up the readers.
+// A blob in two batches looked up at once may come back missing from both:
+// Saver.Save must take a blob it already has (it returns false), as it
+// must anyway for a blob that two batches held before the first was saved.
 func (r *run) query() error {
-	defer close(r.saves)
 	var ids []blob.ID
 	seen := map[blob.ID]bool{}
 	for batch := range r.batches {

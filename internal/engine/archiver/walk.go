@@ -123,7 +123,19 @@ func (r *run) archive(top *dir) (blob.ID, Stats, error) {
 		return nil
 	})
 	g.Go(r.collect)
-	g.Go(r.query)
+	var queries sync.WaitGroup
+	queries.Add(o.Queries)
+	for range o.Queries {
+		g.Go(func() error {
+			defer queries.Done()
+			return r.query()
+		})
+	}
+	g.Go(func() error {
+		queries.Wait()
+		close(r.saves)
+		return nil
+	})
 	var savers sync.WaitGroup
 	savers.Add(o.Savers)
 	for range o.Savers {
