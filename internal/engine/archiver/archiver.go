@@ -30,8 +30,9 @@
 // hashed: directories are encoded as soon as their last entry completes,
 // without waiting for anything to be stored. The batcher asks the saver
 // which of a batch of ids (up to BatchSize, or a few milliseconds' worth)
-// are missing — one database round trip per batch, not per chunk — and
-// hands the missing blobs to the savers, which compress and encrypt them
+// are missing — one database or server round trip per batch, not per
+// chunk, with a few batches in flight at once — and hands the missing
+// blobs to the savers, which compress and encrypt them
 // on their own goroutines (Saver.Save). Memory is bounded by MemoryLimit
 // bytes of chunk buffers plus each reader's chunker buffer.
 //
