@@ -49,6 +49,8 @@ type DB struct {
 	// Now returns the current time; tests replace it. Times are stored in
 	// UTC, truncated to microseconds (the precision both databases keep).
 	Now func() time.Time
+
+	hot hotStatements
 }
 
 // Options configures Open.
@@ -173,7 +175,10 @@ func (db *DB) Optimize(ctx context.Context) error {
 }
 
 // Close closes the connection pool.
-func (db *DB) Close() error { return db.sql.Close() }
+func (db *DB) Close() error {
+	db.closeHot()
+	return db.sql.Close()
+}
 
 // Ping checks that the database answers a query and, for SQLite, that the
 // database file is still the one that was opened (a deleted or replaced file

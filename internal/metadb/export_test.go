@@ -18,3 +18,10 @@ func Exec(ctx context.Context, db *DB, query string, args ...any) error {
 	_, err := db.sql.ExecContext(ctx, query, args...)
 	return err
 }
+
+// HotStatements returns how many statements the cache holds.
+func HotStatements(db *DB) int {
+	db.hot.mu.Lock()
+	defer db.hot.mu.Unlock()
+	return len(db.hot.stmts)
+}

@@ -124,24 +124,36 @@ const pageSize = 5000
 // last id, which changes no IN (…) result but keeps the number of statement
 // shapes small (PostgreSQL prepares each shape once per connection).
 func (ix *Index) inBatches(ids []blob.ID, fixed []any, fn func(in string, args []any, batch []blob.ID) error) error {
-	maxIn, _ := ix.db.batchSizes()
-	for len(ids) > 0 {
-		n := min(len(ids), maxIn)
-		size := 8
-		for size < n {
-			size *= 2
-		}
-		args := make([]any, len(fixed), len(fixed)+size)
+	for _, b := range ix.inBatchSizes(len(ids)) {
+		args := make([]any, len(fixed), len(fixed)+b.padded)
 		copy(args, fixed)
-		for i := range size {
-			args = append(args, ids[min(i, n-1)][:])
+		for i := range b.padded {
+			args = append(args, ids[min(i, b.n-1)][:])
 		}
-		if err := fn(placeholders(len(fixed)+1, size), args, ids[:n]); err != nil {
+		if err := fn(placeholders(len(fixed)+1, b.padded), args, ids[:b.n]); err != nil {
 			return err
 		}
-		ids = ids[n:]
+		ids = ids[b.n:]
 	}
 	return nil
+}
+
+// inBatch is one batch of inBatches: n ids, padded to a list of padded.
+type inBatch struct{ n, padded int }
+
+// inBatchSizes returns the batches inBatches splits n ids into.
+func (ix *Index) inBatchSizes(n int) []inBatch {
+	maxIn, _ := ix.db.batchSizes()
+	var out []inBatch
+	for n > 0 {
+		b := inBatch{n: min(n, maxIn), padded: 8}
+		for b.padded < b.n {
+			b.padded *= 2
+		}
+		out = append(out, b)
+		n -= b.n
+	}
+	return out
 }
 
 // placeholders returns "$first, $first+1, …" (n of them).
@@ -199,7 +211,7 @@ func (ix *Index) Lookup(ctx context.Context, ids []blob.ID) (map[blob.ID]reposit
 	}
 	out := make(map[blob.ID]repository.Location, len(ids))
 	err = ix.inBatches(ids, []any{repo}, func(in string, args []any, _ []blob.ID) error {
-		rows, err := ix.db.sql.QueryContext(ctx, `SELECT `+blobColumns+` FROM engine_blobs WHERE repo = $1 AND id IN (`+in+`)`, args...)
+		rows, err := ix.db.hotQuery(ctx, nil, `SELECT `+blobColumns+` FROM engine_blobs WHERE repo = $1 AND id IN (`+in+`)`, args...)
 		if err != nil {
 			return err
 		}
@@ -235,7 +247,7 @@ func (ix *Index) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) 
 	present := make(map[blob.ID]bool, len(ids))
 	var stale []blob.ID
 	err = ix.inBatches(ids, []any{repo}, func(in string, args []any, _ []blob.ID) error {
-		rows, err := ix.db.sql.QueryContext(ctx, `SELECT b.id, b.touched < r.epoch FROM engine_blobs b, engine_repos r
+		rows, err := ix.db.hotQuery(ctx, nil, `SELECT b.id, b.touched < r.epoch FROM engine_blobs b, engine_repos r
 			WHERE r.id = $1 AND b.repo = $1 AND b.id IN (`+in+`)`, args...)
 		if err != nil {
 			return err
@@ -261,8 +273,8 @@ func (ix *Index) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) 
 	if len(stale) > 0 {
 		sortIDs(stale)
 		err := ix.inBatches(stale, []any{repo}, func(in string, args []any, _ []blob.ID) error {
-			return markIDs(ctx, ix.db.sql, present, `UPDATE engine_blobs SET touched = (SELECT epoch FROM engine_repos WHERE id = $1)
-				WHERE repo = $1 AND id IN (`+in+`) RETURNING id`, args...)
+			return markIDs(present)(ix.db.hotQuery(ctx, nil, `UPDATE engine_blobs SET touched = (SELECT epoch FROM engine_repos WHERE id = $1)
+				WHERE repo = $1 AND id IN (`+in+`) RETURNING id`, args...))
 		})
 		if err != nil {
 			return nil, fmt.Errorf("touch blobs: %w", err)
@@ -277,21 +289,23 @@ func (ix *Index) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) 
 	return missing, nil
 }
 
-// markIDs runs a query whose rows are blob ids and sets them in set.
-func markIDs(ctx context.Context, q queryer, set map[blob.ID]bool, query string, args ...any) error {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id blob.ID
-		if err := rows.Scan(bytes32{(*[32]byte)(&id)}); err != nil {
+// markIDs returns a function that reads rows of blob ids (as a query
+// returns them) and sets each in set.
+func markIDs(set map[blob.ID]bool) func(*sql.Rows, error) error {
+	return func(rows *sql.Rows, err error) error {
+		if err != nil {
 			return err
 		}
-		set[id] = true
+		defer rows.Close()
+		for rows.Next() {
+			var id blob.ID
+			if err := rows.Scan(bytes32{(*[32]byte)(&id)}); err != nil {
+				return err
+			}
+			set[id] = true
+		}
+		return rows.Err()
 	}
-	return rows.Err()
 }
 
 // AddPack implements repository.Index. A zero p.AddedAt is recorded as now;
@@ -305,6 +319,15 @@ func (ix *Index) AddPack(ctx context.Context, p repository.PackInfo, entries []p
 	entries = slices.Clone(entries)
 	slices.SortStableFunc(entries, func(a, b pack.Entry) int { return slices.Compare(a.ID[:], b.ID[:]) })
 	entries = slices.CompactFunc(entries, func(a, b pack.Entry) bool { return a.ID == b.ID })
+	_, largest := ix.db.batchSizes()
+	batches := rowBatches(len(entries), largest)
+	warm := []string{insertPackQuery}
+	for _, n := range batches {
+		warm = append(warm, insertBlobsQuery(n))
+	}
+	if err := ix.db.warm(ctx, warm...); err != nil {
+		return fmt.Errorf("add pack %s to the index: %w", p.ID, err)
+	}
 	err = ix.inTx(ctx, func(tx *sql.Tx) error {
 		epoch, err := ix.epoch(ctx, tx, repo)
 		if err != nil {
@@ -313,10 +336,9 @@ func (ix *Index) AddPack(ctx context.Context, p repository.PackInfo, entries []p
 		if err := ix.insertPack(ctx, tx, repo, p); err != nil {
 			return err
 		}
-		_, largest := ix.db.batchSizes()
 		rest := entries
-		for _, n := range rowBatches(len(entries), largest) {
-			if err := insertBlobs(ctx, tx, repo, p.ID, epoch, rest[:n]); err != nil {
+		for _, n := range batches {
+			if err := insertBlobs(ctx, ix.db, tx, repo, p.ID, epoch, rest[:n]); err != nil {
 				return err
 			}
 			rest = rest[n:]
@@ -329,13 +351,15 @@ func (ix *Index) AddPack(ctx context.Context, p repository.PackInfo, entries []p
 	return nil
 }
 
+const insertPackQuery = `INSERT INTO engine_packs (repo, id, size, blobs, added_at) VALUES ($1, $2, $3, $4, $5)
+	ON CONFLICT (repo, id) DO NOTHING`
+
 func (ix *Index) insertPack(ctx context.Context, tx *sql.Tx, repo int64, p repository.PackInfo) error {
 	added := ts(p.AddedAt)
 	if p.AddedAt.IsZero() {
 		added = ix.now()
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO engine_packs (repo, id, size, blobs, added_at) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (repo, id) DO NOTHING`, repo, p.ID[:], p.Size, p.Blobs, added)
+	_, err := ix.db.hotExec(ctx, tx, insertPackQuery, repo, p.ID[:], p.Size, p.Blobs, added)
 	if err != nil {
 		return fmt.Errorf("insert pack: %w", err)
 	}
@@ -344,27 +368,34 @@ func (ix *Index) insertPack(ctx context.Context, tx *sql.Tx, repo int64, p repos
 
 // insertBlobs inserts entries of pack p in one statement; ids already
 // indexed keep their row and are touched at epoch.
-func insertBlobs(ctx context.Context, tx *sql.Tx, repo int64, p pack.ID, epoch int64, entries []pack.Entry) error {
-	const fixed, perRow = 3, 5
-	args := make([]any, 0, fixed+perRow*len(entries))
+func insertBlobs(ctx context.Context, db *DB, tx *sql.Tx, repo int64, p pack.ID, epoch int64, entries []pack.Entry) error {
+	args := make([]any, 0, 3+5*len(entries))
 	args = append(args, repo, p[:], epoch)
-	var q strings.Builder
-	q.WriteString(`INSERT INTO engine_blobs (repo, pack_id, touched, id, blob_type, blob_offset, blob_length, raw_length) VALUES `)
 	for i := range entries {
 		e := &entries[i]
+		args = append(args, e.ID[:], int64(e.Type), int64(e.Offset), int64(e.Length), int64(e.RawLength))
+	}
+	if _, err := db.hotExec(ctx, tx, insertBlobsQuery(len(entries)), args...); err != nil {
+		return fmt.Errorf("insert blobs: %w", err)
+	}
+	return nil
+}
+
+// insertBlobsQuery is the statement of insertBlobs for rows entries:
+// $1–$3 are the repository, the pack and the epoch, then five a row.
+func insertBlobsQuery(rows int) string {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO engine_blobs (repo, pack_id, touched, id, blob_type, blob_offset, blob_length, raw_length) VALUES `)
+	for i := range rows {
 		if i > 0 {
 			q.WriteString(", ")
 		}
 		q.WriteString("($1, $2, $3, ")
-		q.WriteString(placeholders(len(args)+1, perRow))
+		q.WriteString(placeholders(4+5*i, 5))
 		q.WriteByte(')')
-		args = append(args, e.ID[:], int64(e.Type), int64(e.Offset), int64(e.Length), int64(e.RawLength))
 	}
 	q.WriteString(` ON CONFLICT (repo, id) DO UPDATE SET touched = excluded.touched WHERE engine_blobs.touched < excluded.touched`)
-	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-		return fmt.Errorf("insert blobs: %w", err)
-	}
-	return nil
+	return q.String()
 }
 
 // Packs implements repository.Index. Like Blobs, it reads in pages (in id

@@ -26,6 +26,14 @@ func (ix *Index) CommitSnapshot(ctx context.Context, snap repository.SnapshotInf
 	unique := slices.Clone(refs)
 	sortIDs(unique)
 	unique = slices.Compact(unique)
+	var warm []string
+	for _, b := range ix.inBatchSizes(len(unique)) {
+		update, count, _ := touchRefsQueries(placeholders(3, b.padded))
+		warm = append(warm, update, count)
+	}
+	if err := ix.db.warm(ctx, warm...); err != nil {
+		return nil, fmt.Errorf("commit snapshot %s: %w", snap.ID, err)
+	}
 	var gone map[blob.ID]bool
 	err = ix.inTx(ctx, func(tx *sql.Tx) error {
 		epoch, err := ix.epoch(ctx, tx, repo)
@@ -62,20 +70,23 @@ func (ix *Index) CommitSnapshot(ctx context.Context, snap repository.SnapshotInf
 func (ix *Index) touchRefs(ctx context.Context, tx *sql.Tx, repo, epoch int64, ids []blob.ID) (map[blob.ID]bool, error) {
 	gone := make(map[blob.ID]bool)
 	err := ix.inBatches(ids, []any{repo, epoch}, func(in string, args []any, batch []blob.ID) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE engine_blobs SET touched = $2
-			WHERE repo = $1 AND id IN (`+in+`) AND touched < $2`, args...); err != nil {
+		update, count, list := touchRefsQueries(in)
+		if _, err := ix.db.hotExec(ctx, tx, update, args...); err != nil {
 			return fmt.Errorf("touch refs: %w", err)
 		}
-		present := `FROM engine_blobs WHERE repo = $1 AND id IN (` + in + `) AND touched >= $2`
+		counter, err := ix.db.stmt(ctx, tx, count)
+		if err != nil {
+			return fmt.Errorf("count refs: %w", err)
+		}
 		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) `+present, args...).Scan(&n); err != nil {
+		if err := counter.QueryRowContext(ctx, args...).Scan(&n); err != nil {
 			return fmt.Errorf("count refs: %w", err)
 		}
 		if n == len(batch) {
 			return nil
 		}
 		found := make(map[blob.ID]bool, n)
-		if err := markIDs(ctx, tx, found, `SELECT id `+present, args...); err != nil {
+		if err := markIDs(found)(tx.QueryContext(ctx, list, args...)); err != nil {
 			return fmt.Errorf("find missing refs: %w", err)
 		}
 		for _, id := range batch {
@@ -86,6 +97,14 @@ func (ix *Index) touchRefs(ctx context.Context, tx *sql.Tx, repo, epoch int64, i
 		return nil
 	})
 	return gone, err
+}
+
+// touchRefsQueries are touchRefs' statements for an IN list ($1 is the
+// repository, $2 the epoch): touch the ids, count those indexed, list them.
+func touchRefsQueries(in string) (update, count, list string) {
+	present := `FROM engine_blobs WHERE repo = $1 AND id IN (` + in + `) AND touched >= $2`
+	return `UPDATE engine_blobs SET touched = $2 WHERE repo = $1 AND id IN (` + in + `) AND touched < $2`,
+		`SELECT COUNT(*) ` + present, `SELECT id ` + present
 }
 
 func insertSnapshot(ctx context.Context, tx queryer, repo int64, snap repository.SnapshotInfo) error {
