@@ -104,45 +104,18 @@ func (r *run) archive(top *dir) (blob.ID, Stats, error) {
 	o := r.a.opts
 	r.opened(top)
 
-	var producers sync.WaitGroup
-	producers.Add(1 + o.Workers)
-	g.Go(func() error {
-		defer producers.Done()
+	walker := func() error {
 		defer close(r.files)
 		return r.walk(top)
-	})
-	for range o.Workers {
-		g.Go(func() error {
-			defer producers.Done()
-			return r.readFiles()
-		})
 	}
-	g.Go(func() error {
-		producers.Wait()
-		close(r.items)
-		return nil
-	})
+	// Whoever completes a directory emits its tree, the walker as well as
+	// the readers, so the items close once all of them are done.
+	goAll(g, append([]func() error{walker}, slices.Repeat([]func() error{r.readFiles}, o.Workers)...),
+		func() { close(r.items) })
 	g.Go(r.collect)
-	var queries sync.WaitGroup
-	queries.Add(o.Queries)
-	for range o.Queries {
-		g.Go(func() error {
-			defer queries.Done()
-			return r.query()
-		})
-	}
-	g.Go(func() error {
-		queries.Wait()
-		close(r.saves)
-		return nil
-	})
-	var savers sync.WaitGroup
-	savers.Add(o.Savers)
+	goAll(g, slices.Repeat([]func() error{r.query}, o.Queries), func() { close(r.saves) })
 	for range o.Savers {
-		g.Go(func() error {
-			defer savers.Done()
-			return r.save()
-		})
+		g.Go(r.save)
 	}
 	err := g.Wait()
 	r.closeAll()
@@ -151,6 +124,23 @@ func (r *run) archive(top *dir) (blob.ID, Stats, error) {
 		return blob.ID{}, st, err
 	}
 	return r.root, st, nil
+}
+
+// goAll runs each of fns in g and, once all of them have returned, then.
+func goAll(g *errgroup.Group, fns []func() error, then func()) {
+	var wg sync.WaitGroup
+	wg.Add(len(fns))
+	for _, fn := range fns {
+		g.Go(func() error {
+			defer wg.Done()
+			return fn()
+		})
+	}
+	g.Go(func() error {
+		wg.Wait()
+		then()
+		return nil
+	})
 }
 
 // The run's counters.
