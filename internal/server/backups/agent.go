@@ -260,9 +260,13 @@ func (s *Service) Commit(ctx context.Context, clientID, backupID string, req pro
 	}
 	snap := &tree.Snapshot{Version: tree.SnapshotVersion, Time: started.UTC(), Tree: root, Hostname: b.HostName,
 		Paths: b.Paths, ClientID: b.ClientID, PlanID: b.PlanID, BackupID: b.ID, Stats: snapshotStats(req.Stats)}
-	parentID, err := s.parent(ctx, clientID, req.ParentID, snap)
+	parent, err := s.parent(ctx, clientID, req.ParentID, snap)
 	if err != nil {
 		return nil, err
+	}
+	var parentID string
+	if parent != nil {
+		parentID = parent.ID
 	}
 	snapID, err := s.commitSnapshot(ctx, repo, snap)
 	if err != nil {
@@ -274,7 +278,7 @@ func (s *Service) Commit(ctx context.Context, clientID, backupID string, req pro
 	}
 	done, err := s.store.FinishBackup(ctx, b.ID, metadb.BackupFinish{State: state, SnapshotID: snapID, RootTree: root.String(),
 		ParentID: parentID, Stats: req.Stats, Errors: req.Errors,
-		Meta: s.commitMeta(ctx, b, req.ParentID, parentID), RetentionDue: b.PlanID != ""})
+		Meta: s.commitMeta(ctx, b, req.ParentID, parent), RetentionDue: b.PlanID != ""})
 	if err != nil {
 		return s.finishFailed(ctx, repo, b.ID, root, snapID, err)
 	}
@@ -290,24 +294,24 @@ func committed(b *coffer.Backup, root blob.ID) bool {
 }
 
 // parent sets snap.Parent to the snapshot of the backup parentID, when
-// that backup is clientID's and committed, and returns its id ("" when it
+// that backup is clientID's and committed, and returns it (nil when it
 // does not qualify: the parent is a hint, not worth failing a backup for).
-func (s *Service) parent(ctx context.Context, clientID, parentID string, snap *tree.Snapshot) (string, error) {
+func (s *Service) parent(ctx context.Context, clientID, parentID string, snap *tree.Snapshot) (*coffer.Backup, error) {
 	if parentID == "" {
-		return "", nil
+		return nil, nil
 	}
 	p, err := s.store.GetBackup(ctx, parentID)
 	if coffer.IsKind(err, coffer.KindNotFound) {
-		return "", nil
+		return nil, nil
 	}
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if p.ClientID != clientID || p.SnapshotID == "" {
-		return "", nil
+		return nil, nil
 	}
 	snap.Parent = p.SnapshotID
-	return p.ID, nil
+	return p, nil
 }
 
 // commitSnapshot writes and records the snapshot manifest.

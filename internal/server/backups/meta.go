@@ -41,31 +41,25 @@ func (s *Service) finishMeta(ctx context.Context, b *coffer.Backup) *coffer.Back
 // its chain: sentParent is the backup whose change cache the agent
 // trusted, parentID that backup when the server knows it as b's client's
 // committed backup ("" otherwise; see parent).
-func (s *Service) commitMeta(ctx context.Context, b *coffer.Backup, sentParent, parentID string) *coffer.BackupMeta {
+func (s *Service) commitMeta(ctx context.Context, b *coffer.Backup, sentParent string, parent *coffer.Backup) *coffer.BackupMeta {
 	m := s.finishMeta(ctx, b)
-	m.Level, m.Session = s.chain(ctx, b, sentParent, parentID)
+	m.Level, m.Session = chain(b, sentParent, parent)
 	return m
 }
 
 // chain returns the level and session of b: 0 and its own id when it
 // read every file; else one more than its parent's level, in its parent's
-// session. A parent the server does not know (forgotten meanwhile) still
-// means the agent trusted a change cache: level 1 of an unknown session.
-func (s *Service) chain(ctx context.Context, b *coffer.Backup, sentParent, parentID string) (int, string) {
+// session. A parent the server does not know (nil: forgotten meanwhile)
+// still means the agent trusted a change cache: level 1 of an unknown
+// session.
+func chain(b *coffer.Backup, sentParent string, parent *coffer.Backup) (int, string) {
 	if b.Full || sentParent == "" {
 		return 0, b.ID
 	}
-	if parentID == "" {
+	if parent == nil {
 		return 1, ""
 	}
-	p, err := s.store.GetBackup(ctx, parentID)
-	if err != nil {
-		if !coffer.IsKind(err, coffer.KindNotFound) {
-			s.log.Warn("backup metadata: look up its parent", "backup_id", b.ID, "parent_id", parentID, "err", err)
-		}
-		return 1, ""
-	}
-	return p.Meta.Level + 1, p.Meta.Session
+	return parent.Meta.Level + 1, parent.Meta.Session
 }
 
 // planCompression is the compression level a backup of pl is told to
