@@ -1,6 +1,10 @@
 package coffer
 
-import "time"
+import (
+	"context"
+	"log/slog"
+	"time"
+)
 
 // Level is an event's severity code. The high nibble is the class, as in the
 // seed specification: 0x0_ info, 0x2_ success, 0x4_ warning, 0x5_ error; the
@@ -76,4 +80,28 @@ func (e *Event) VisibleTo(p *Principal) bool {
 		return true
 	}
 	return p.Role.AtLeast(e.Audience)
+}
+
+// Publisher records events: the server's event hub (internal/server/events).
+type Publisher interface {
+	Publish(ctx context.Context, e *Event) error
+}
+
+// Record publishes e with pub (nil: events are off) on behalf of p, or of
+// the server when p is nil and e names no actor yet. The event is recorded
+// even when ctx ends right after what it reports happened (a shutdown),
+// and a failure to record it is only logged: the change it reports,
+// already made, is what counts.
+func Record(ctx context.Context, pub Publisher, log *slog.Logger, p *Principal, e *Event) {
+	if p != nil {
+		e.ActorID, e.Actor = p.UserID, p.Username
+	} else if e.Actor == "" {
+		e.Actor = "system"
+	}
+	if pub == nil {
+		return
+	}
+	if err := pub.Publish(context.WithoutCancel(ctx), e); err != nil {
+		log.Error("record event", "code", e.Code, "resource", e.Resource.Type, "id", e.Resource.ID, "err", err)
+	}
 }

@@ -57,9 +57,7 @@ type Store interface {
 }
 
 // Publisher records events (the event hub).
-type Publisher interface {
-	Publish(ctx context.Context, e *coffer.Event) error
-}
+type Publisher = coffer.Publisher
 
 // Options configures a Service. Zero values take the documented defaults.
 type Options struct {
@@ -205,17 +203,7 @@ func (s *Service) Maintain(ctx context.Context) error {
 // publish records an event on behalf of actor (nil: the server). A failure
 // to record it is logged: the change itself already happened.
 func (s *Service) publish(ctx context.Context, actor *coffer.Principal, e *coffer.Event) {
-	if actor != nil {
-		e.ActorID, e.Actor = actor.UserID, actor.Username
-	} else if e.Actor == "" {
-		e.Actor = "system"
-	}
-	if s.evs == nil {
-		return
-	}
-	if err := s.evs.Publish(context.WithoutCancel(ctx), e); err != nil {
-		s.log.Error("record event", "code", e.Code, "err", err)
-	}
+	coffer.Record(ctx, s.evs, s.log, actor, e)
 }
 
 func clientRef(id string) coffer.ResourceRef { return coffer.ResourceRef{Type: "client", ID: id} }

@@ -44,9 +44,7 @@ type Store interface {
 }
 
 // Publisher records audit events.
-type Publisher interface {
-	Publish(ctx context.Context, e *coffer.Event) error
-}
+type Publisher = coffer.Publisher
 
 // Options configures a Service. Zero values take the documented defaults.
 type Options struct {
@@ -174,17 +172,7 @@ func (s *Service) Maintain(ctx context.Context) {
 // audit publishes an audit event on behalf of actor (nil: the server).
 // A failure to record it is logged: the change itself already happened.
 func (s *Service) audit(ctx context.Context, actor *coffer.Principal, e *coffer.Event) {
-	if actor != nil {
-		e.ActorID, e.Actor = actor.UserID, actor.Username
-	} else {
-		e.Actor = "system"
-	}
-	if s.events == nil {
-		return
-	}
-	if err := s.events.Publish(context.WithoutCancel(ctx), e); err != nil {
-		s.log.Error("record audit event", "code", e.Code, "err", err)
-	}
+	coffer.Record(ctx, s.events, s.log, actor, e)
 }
 
 func userRef(u *coffer.User) coffer.ResourceRef { return coffer.ResourceRef{Type: "user", ID: u.ID} }

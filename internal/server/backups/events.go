@@ -36,20 +36,10 @@ var systemActor = actor{}
 func (s *Service) publish(ctx context.Context, a actor, b *coffer.Backup, code string, level coffer.Level, title, message string) {
 	e := &coffer.Event{Level: level, Code: code, Title: title, Message: message,
 		Resource: coffer.ResourceRef{Type: "backup", ID: b.ID}, Audience: coffer.RoleViewer}
-	switch {
-	case a.p != nil:
-		e.ActorID, e.Actor = a.p.UserID, a.p.Username
-	case a.clientID != "":
+	if a.p == nil && a.clientID != "" {
 		e.Actor = "agent:" + a.clientID
-	default:
-		e.Actor = "system"
 	}
-	if s.events == nil {
-		return
-	}
-	if err := s.events.Publish(context.WithoutCancel(ctx), e); err != nil {
-		s.log.Error("record backup event", "code", code, "backup_id", b.ID, "err", err)
-	}
+	coffer.Record(ctx, s.events, s.log, a.p, e)
 }
 
 // what describes a backup in event messages: its paths and host.

@@ -51,9 +51,7 @@ type Store interface {
 }
 
 // Publisher records events.
-type Publisher interface {
-	Publish(ctx context.Context, e *coffer.Event) error
-}
+type Publisher = coffer.Publisher
 
 // Commands queues commands for a client's agent (the agents service).
 type Commands interface {

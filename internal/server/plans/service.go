@@ -56,9 +56,7 @@ type Repositories interface {
 }
 
 // Publisher records events.
-type Publisher interface {
-	Publish(ctx context.Context, e *coffer.Event) error
-}
+type Publisher = coffer.Publisher
 
 // The audit event codes of plans.
 const (
@@ -396,15 +394,6 @@ func describe(pl *coffer.Plan) string {
 // audit records an audit event about plan pl by p. A failure to record it
 // is logged: the change, already stored, is what counts.
 func (s *Service) audit(ctx context.Context, p *coffer.Principal, pl *coffer.Plan, code, title, message string) {
-	if s.events == nil {
-		return
-	}
-	e := &coffer.Event{Level: coffer.LevelInfo, Code: code, Title: title, Message: message,
-		Resource: coffer.ResourceRef{Type: "plan", ID: pl.ID}, Audience: coffer.RoleOperator, Actor: "system"}
-	if p != nil {
-		e.ActorID, e.Actor = p.UserID, p.Username
-	}
-	if err := s.events.Publish(context.WithoutCancel(ctx), e); err != nil {
-		s.log.Error("record plan event", "code", code, "plan_id", pl.ID, "err", err)
-	}
+	coffer.Record(ctx, s.events, s.log, p, &coffer.Event{Level: coffer.LevelInfo, Code: code, Title: title, Message: message,
+		Resource: coffer.ResourceRef{Type: "plan", ID: pl.ID}, Audience: coffer.RoleOperator})
 }

@@ -46,9 +46,7 @@ type Store interface {
 }
 
 // Publisher records events.
-type Publisher interface {
-	Publish(ctx context.Context, e *coffer.Event) error
-}
+type Publisher = coffer.Publisher
 
 // Commands queues orders for an agent, delivered over its command stream
 // (the agents service).
@@ -160,17 +158,7 @@ func New(opts Options) *Service {
 func (s *Service) publish(ctx context.Context, actor *coffer.Principal, r *coffer.Restore, level coffer.Level, code, title, msg string) {
 	e := &coffer.Event{Level: level, Code: code, Title: title, Message: msg,
 		Resource: coffer.ResourceRef{Type: "restore", ID: r.ID}, Audience: coffer.RoleViewer}
-	if actor != nil {
-		e.ActorID, e.Actor = actor.UserID, actor.Username
-	} else {
-		e.Actor = "system"
-	}
-	if s.events == nil {
-		return
-	}
-	if err := s.events.Publish(context.WithoutCancel(ctx), e); err != nil {
-		s.log.Error("record restore event", "code", e.Code, "restore_id", r.ID, "err", err)
-	}
+	coffer.Record(ctx, s.events, s.log, actor, e)
 }
 
 // Maintain fails the running restores whose agent stopped reporting

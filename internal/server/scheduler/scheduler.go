@@ -62,9 +62,7 @@ type Backups interface {
 }
 
 // Publisher records events.
-type Publisher interface {
-	Publish(ctx context.Context, e *coffer.Event) error
-}
+type Publisher = coffer.Publisher
 
 // The event codes of the scheduler.
 const (
@@ -346,14 +344,7 @@ func (s *Scheduler) fire(ctx context.Context, d metadb.DueFire, now time.Time) e
 
 // publish records an event; a failure to record it is logged.
 func (s *Scheduler) publish(ctx context.Context, e *coffer.Event) {
-	if s.events == nil {
-		return
-	}
-	// Like every service's events: recorded even when ctx ends (shutdown)
-	// right after what it reports happened.
-	if err := s.events.Publish(context.WithoutCancel(ctx), e); err != nil {
-		s.log.Error("record scheduler event", "code", e.Code, "plan_id", e.Resource.ID, "err", err)
-	}
+	coffer.Record(ctx, s.events, s.log, nil, e)
 }
 
 // describe names a plan in event messages.

@@ -241,16 +241,8 @@ func (s *Service) publish(ctx context.Context, p *coffer.Principal, ref coffer.R
 // record it is logged: the change, already stored, is what counts.
 func (s *Service) emit(ctx context.Context, p *coffer.Principal, ref coffer.ResourceRef, level coffer.Level, code, title, message string,
 	audience coffer.Role) {
-	if s.events == nil {
-		return
-	}
-	e := &coffer.Event{Level: level, Code: code, Title: title, Message: message, Resource: ref, Audience: audience, Actor: "system"}
-	if p != nil {
-		e.ActorID, e.Actor = p.UserID, p.Username
-	}
-	if err := s.events.Publish(context.WithoutCancel(ctx), e); err != nil {
-		s.log.Error("record storage event", "code", code, "resource", ref.Type, "id", ref.ID, "err", err)
-	}
+	coffer.Record(ctx, s.events, s.log, p, &coffer.Event{Level: level, Code: code, Title: title, Message: message,
+		Resource: ref, Audience: audience})
 }
 
 func repoRef(id string) coffer.ResourceRef     { return coffer.ResourceRef{Type: "repository", ID: id} }
