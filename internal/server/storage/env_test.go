@@ -104,9 +104,21 @@ type env struct {
 
 func newEnv(t *testing.T, db *metadb.DB, tune ...func(*storage.Options)) *env {
 	t.Helper()
+	return newEnvAt(t, db, repotest.MasterKey(), filepath.Join(t.TempDir(), "default"), tune...)
+}
+
+// newReplica returns a second server beside e, as replicas run: the same
+// database, master key and default repository.
+func newReplica(t *testing.T, e *env) *env {
+	t.Helper()
+	return newEnvAt(t, e.db, e.master, e.defDir)
+}
+
+func newEnvAt(t *testing.T, db *metadb.DB, master []byte, defDir string, tune ...func(*storage.Options)) *env {
+	t.Helper()
 	ctx := context.Background()
-	e := &env{t: t, db: db, events: &recorder{}, clock: &clock{t: time.Now().UTC()}, master: repotest.MasterKey(),
-		defDir: filepath.Join(t.TempDir(), "default"),
+	e := &env{t: t, db: db, events: &recorder{}, clock: &clock{t: time.Now().UTC()}, master: master,
+		defDir: defDir,
 		admin: &coffer.Principal{Kind: coffer.PrincipalSession, UserID: "", Username: "root", Role: coffer.RoleAdmin,
 			Scopes: coffer.RoleAdmin.Permissions()}}
 	db.Now = e.clock.Now

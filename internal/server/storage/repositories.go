@@ -163,12 +163,19 @@ func (s *Service) reach(ctx context.Context, r *coffer.Repository) (Location, *c
 			return Location{}, nil, fmt.Errorf("repository %s: %w", r.ID, err)
 		}
 	}
+	loc, err := s.locate(r, e)
+	return loc, e, err
+}
+
+// locate is reach with r's endpoint e (nil for a local repository) at
+// hand.
+func (s *Service) locate(r *coffer.Repository, e *coffer.Endpoint) (Location, error) {
 	c, err := s.sealer.open(r.ID, r.Credentials)
 	if err != nil {
-		return Location{}, nil, coffer.Errorf(coffer.KindConflict, "repository_credentials_unreadable",
+		return Location{}, coffer.Errorf(coffer.KindConflict, "repository_credentials_unreadable",
 			"repository %q: %v", r.Name, err).With("repository_id", r.ID)
 	}
-	return location(r, e, c), e, nil
+	return location(r, e, c), nil
 }
 
 // prepare readies the storage b for a new repository record: it attaches
@@ -548,6 +555,14 @@ func (s *Service) Refresh(ctx context.Context) error {
 	for i := range all {
 		records[all[i].ID] = &all[i]
 	}
+	endpoints, _, err := s.store.ListEndpoints(ctx, metadb.EndpointFilter{})
+	if err != nil {
+		return err
+	}
+	byID := make(map[string]*coffer.Endpoint, len(endpoints))
+	for i := range endpoints {
+		byID[endpoints[i].ID] = &endpoints[i]
+	}
 	var errs []error
 	for id, fp := range opened {
 		r, ok := records[id]
@@ -556,7 +571,12 @@ func (s *Service) Refresh(ctx context.Context) error {
 			s.forget(id)
 			continue
 		}
-		loc, _, err := s.reach(ctx, r)
+		e := byID[r.EndpointID]
+		if r.Kind == coffer.RepositoryS3 && e == nil {
+			errs = append(errs, fmt.Errorf("repository %s: its endpoint %s is gone", r.ID, r.EndpointID))
+			continue
+		}
+		loc, err := s.locate(r, e)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -186,3 +186,48 @@ func TestS3DefaultRepository(t *testing.T) {
 	wantCode(t, err, "default_repository_credentials")
 	events.noSecrets(t, srv.SecretKey, "rotated-secret")
 }
+
+// TestRefreshFollowsS3Changes: an S3 repository open here is reopened by
+// the maintenance once another replica edits its endpoint, and stays
+// open while nothing changed.
+func TestRefreshFollowsS3Changes(t *testing.T) {
+	srv := s3test.Require(t)
+	metadbtest.ForEach(t, func(t *testing.T, db *metadb.DB) {
+		e := newEnv(t, db)
+		other := newReplica(t, e)
+		ctx := context.Background()
+		ep, err := e.svc.CreateEndpoint(ctx, e.admin, storage.EndpointSpec{DisplayName: "versity", URL: srv.Endpoint})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := e.svc.CreateRepository(ctx, e.admin, storage.RepositorySpec{Name: "offsite", Kind: coffer.RepositoryS3,
+			EndpointID: ep.ID, Bucket: srv.Bucket(t), Credentials: &storage.Credentials{AccessKey: srv.AccessKey, SecretKey: srv.SecretKey}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, err := e.svc.Repos().Get(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.Maintain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if again, err := e.svc.Repos().Get(ctx, r.ID); err != nil || again != before {
+			t.Fatalf("an unchanged S3 repository was reopened (%v)", err)
+		}
+		if _, err := other.svc.UpdateEndpoint(ctx, other.admin, ep.ID, storage.EndpointSpec{DisplayName: "versity",
+			URL: srv.Endpoint, Region: "us-east-1"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.Maintain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		after, err := e.svc.Repos().Get(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after == before {
+			t.Error("the repository kept its old endpoint settings after another replica changed them")
+		}
+	})
+}
