@@ -57,8 +57,9 @@ func (f stateDirFlag) openAgent(logger *slog.Logger, workers int, configure ...f
 // the commands that back up or restore this machine (GOMEMLIMIT overrides
 // it). The agent runs beside the machine's real work, and without a limit
 // the collector lets the heap grow to twice the live data (chunks and
-// uploads in flight, the chunkers' windows, the compressors' state). A soft limit never fails an allocation; past it the
-// collector just runs more often.
+// uploads in flight, the chunkers' windows, the compressors' state). A
+// soft limit never fails an allocation; past it the collector just runs
+// more often.
 const agentMemoryLimit = 112 << 20
 
 // workersFlag is the --workers of the commands that back up or restore.

@@ -82,7 +82,6 @@ func classMatch(classes []coffer.Level, l coffer.Level) bool {
 	return false
 }
 
-// replayBatch is how many stored events one replay query fetches.
 // ResourceParams filter events by what they are about (exported: huma
 // reads the parameters of embedded exported structs only).
 type ResourceParams struct {
@@ -100,6 +99,7 @@ func (p ResourceParams) ref() (coffer.ResourceRef, error) {
 	return coffer.ResourceRef{Type: p.ResourceType, ID: p.ResourceID}, nil
 }
 
+// replayBatch is how many stored events one replay query fetches.
 const replayBatch = 500
 
 func (s *Server) registerEvents() {

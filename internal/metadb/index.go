@@ -211,7 +211,7 @@ func (ix *Index) Lookup(ctx context.Context, ids []blob.ID) (map[blob.ID]reposit
 	}
 	out := make(map[blob.ID]repository.Location, len(ids))
 	err = ix.inBatches(ids, []any{repo}, func(in string, args []any, _ []blob.ID) error {
-		rows, err := ix.db.hotQuery(ctx, nil, `SELECT `+blobColumns+` FROM engine_blobs WHERE repo = $1 AND id IN (`+in+`)`, args...)
+		rows, err := ix.db.hotQuery(ctx, `SELECT `+blobColumns+` FROM engine_blobs WHERE repo = $1 AND id IN (`+in+`)`, args...)
 		if err != nil {
 			return err
 		}
@@ -247,7 +247,7 @@ func (ix *Index) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) 
 	present := make(map[blob.ID]bool, len(ids))
 	var stale []blob.ID
 	err = ix.inBatches(ids, []any{repo}, func(in string, args []any, _ []blob.ID) error {
-		rows, err := ix.db.hotQuery(ctx, nil, `SELECT b.id, b.touched < r.epoch FROM engine_blobs b, engine_repos r
+		rows, err := ix.db.hotQuery(ctx, `SELECT b.id, b.touched < r.epoch FROM engine_blobs b, engine_repos r
 			WHERE r.id = $1 AND b.repo = $1 AND b.id IN (`+in+`)`, args...)
 		if err != nil {
 			return err
@@ -273,7 +273,7 @@ func (ix *Index) Missing(ctx context.Context, ids []blob.ID) ([]blob.ID, error) 
 	if len(stale) > 0 {
 		sortIDs(stale)
 		err := ix.inBatches(stale, []any{repo}, func(in string, args []any, _ []blob.ID) error {
-			return markIDs(present)(ix.db.hotQuery(ctx, nil, `UPDATE engine_blobs SET touched = (SELECT epoch FROM engine_repos WHERE id = $1)
+			return markIDs(present)(ix.db.hotQuery(ctx, `UPDATE engine_blobs SET touched = (SELECT epoch FROM engine_repos WHERE id = $1)
 				WHERE repo = $1 AND id IN (`+in+`) RETURNING id`, args...))
 		})
 		if err != nil {

@@ -68,17 +68,18 @@ func (db *DB) stmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, er
 	return prepared, nil
 }
 
-// hotQuery runs a query of bounded shape through its prepared statement,
-// in tx when it is not nil.
-func (db *DB) hotQuery(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
-	s, err := db.stmt(ctx, tx, query)
+// hotQuery runs a query of bounded shape, outside a transaction, through
+// its prepared statement.
+func (db *DB) hotQuery(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	s, err := db.stmt(ctx, nil, query)
 	if err != nil {
 		return nil, err
 	}
 	return s.QueryContext(ctx, args...)
 }
 
-// hotExec is hotQuery for a statement that returns no rows.
+// hotExec runs a statement of bounded shape that returns no rows through
+// its prepared statement, in tx when it is not nil.
 func (db *DB) hotExec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
 	s, err := db.stmt(ctx, tx, query)
 	if err != nil {

@@ -6,13 +6,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Direct I/O (Options.DirectWrites): objects of directMin bytes or more
-// are written with O_DIRECT.
-const (
-	directAlign = 4096 // covers 512-byte and 4 KiB logical blocks
-	directMin   = 1 << 20
-)
-
 // oDirect is the open flag asking for direct I/O; a variable only so that
 // a test can make the open fail the way a file system without direct I/O
 // makes it fail.

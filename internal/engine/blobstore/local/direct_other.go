@@ -5,10 +5,6 @@ package local
 import "os"
 
 // Direct I/O is used on Linux only (direct_linux.go).
-const (
-	oDirect     = 0
-	directAlign = 4096
-	directMin   = 1 << 20
-)
+const oDirect = 0
 
 func clearDirect(*os.File) error { return nil }

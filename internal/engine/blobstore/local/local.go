@@ -215,6 +215,14 @@ func writeSync(ctx context.Context, f *os.File, data io.Reader, size int64, dire
 	return nil
 }
 
+// Direct I/O (Options.DirectWrites): objects of directMin bytes or more
+// are written with O_DIRECT, in blocks of directAlign bytes from addresses
+// aligned the same (which covers 512-byte and 4 KiB logical blocks).
+const (
+	directAlign = 4096
+	directMin   = 1 << 20
+)
+
 // writePiece bounds a single write, so that a cancelled Put of a large
 // object stops soon. It is a multiple of directAlign.
 const writePiece = 8 << 20
