@@ -128,18 +128,14 @@ func (s *Server) uiRestores(w http.ResponseWriter, r *http.Request, c *uiContext
 // clientIndex returns every enrolled client by id (none without the
 // agents service), to name the clients of restores.
 func (s *Server) clientIndex(ctx context.Context) (map[string]*coffer.Client, error) {
-	out := map[string]*coffer.Client{}
 	if s.opts.Agents == nil {
-		return out, nil
+		return map[string]*coffer.Client{}, nil
 	}
 	list, _, err := s.opts.Agents.ListClients(ctx, metadb.ClientFilter{})
 	if err != nil {
 		return nil, err
 	}
-	for i := range list {
-		out[list[i].ID] = &list[i]
-	}
-	return out, nil
+	return coffer.IndexBy(list, func(c *coffer.Client) string { return c.ID }), nil
 }
 
 func restoreRowOf(r *coffer.Restore, clients map[string]*coffer.Client) restoreRow {

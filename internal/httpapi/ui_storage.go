@@ -164,11 +164,8 @@ func (s *Server) uiStorage(w http.ResponseWriter, r *http.Request, c *uiContext)
 		s.uiFail(w, r, c, err)
 		return
 	}
-	byID := map[string]*coffer.Endpoint{}
+	byID := coffer.IndexBy(eps, func(e *coffer.Endpoint) string { return e.ID })
 	data := &storageData{}
-	for i := range eps {
-		byID[eps[i].ID] = &eps[i]
-	}
 	now := s.opts.Now()
 	for i := range repos {
 		id := repos[i].ID
@@ -315,18 +312,14 @@ func (s *Server) repositoryPage(r *http.Request, id string) (*repositoryData, er
 // planIndex returns every plan by id (none without the plans service), to
 // name the plans of a repository's usage in one query.
 func (s *Server) planIndex(ctx context.Context) (map[string]*coffer.Plan, error) {
-	out := map[string]*coffer.Plan{}
 	if s.opts.Plans == nil {
-		return out, nil
+		return map[string]*coffer.Plan{}, nil
 	}
 	list, _, err := s.opts.Plans.List(ctx, metadb.PlanFilter{})
 	if err != nil {
 		return nil, err
 	}
-	for i := range list {
-		out[list[i].ID] = &list[i]
-	}
-	return out, nil
+	return coffer.IndexBy(list, func(p *coffer.Plan) string { return p.ID }), nil
 }
 
 // repositoryJobs reads repository id and its running jobs, for the page and

@@ -551,18 +551,12 @@ func (s *Service) Refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	records := make(map[string]*coffer.Repository, len(all))
-	for i := range all {
-		records[all[i].ID] = &all[i]
-	}
+	records := coffer.IndexBy(all, func(r *coffer.Repository) string { return r.ID })
 	endpoints, _, err := s.store.ListEndpoints(ctx, metadb.EndpointFilter{})
 	if err != nil {
 		return err
 	}
-	byID := make(map[string]*coffer.Endpoint, len(endpoints))
-	for i := range endpoints {
-		byID[endpoints[i].ID] = &endpoints[i]
-	}
+	byID := coffer.IndexBy(endpoints, func(e *coffer.Endpoint) string { return e.ID })
 	var errs []error
 	for id, fp := range opened {
 		r, ok := records[id]
