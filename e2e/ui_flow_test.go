@@ -75,9 +75,7 @@ func testUIBackupFlow(t *testing.T, d metadb.Dialect) {
 	b.do("open the client", chromedp.Navigate(srv.URL+"/clients/"+clientID), chromedp.WaitVisible(chromedp.CSS("#browse-files")))
 	b.do("browse the machine", chromedp.Click(chromedp.CSS("#browse-files")), chromedp.WaitVisible(chromedp.CSS("#file-browser li[data-path]")))
 	b.screenshot("13-client-detail")
-	if bad := unlabelled(b); len(bad) > 0 {
-		t.Errorf("controls without a label: %q", bad)
-	}
+	checkLabels(t, b)
 
 	// A plan whose include path comes from the file browser.
 	b.do("open the plan form", chromedp.Navigate(srv.URL+"/plans/new?client="+clientID), chromedp.WaitVisible(chromedp.CSS("#plan-name")))
@@ -94,9 +92,7 @@ func testUIBackupFlow(t *testing.T, d metadb.Dialect) {
 		chromedp.Click(chromedp.CSS(`#plan-file-browser li[data-path="`+src+`"] .pick-path`)),
 		chromedp.WaitVisible(chromedp.CSS(`#include-list input[value="`+src+`"]`)))
 	b.screenshot("14-plan-form")
-	if bad := unlabelled(b); len(bad) > 0 {
-		t.Errorf("controls without a label: %q", bad)
-	}
+	checkLabels(t, b)
 	b.do("save the plan", chromedp.Click(chromedp.CSS("#plan-save")), chromedp.WaitVisible(chromedp.CSS("#run-now")))
 	planURL := b.location()
 	b.screenshot("15-plan-detail")
@@ -156,9 +152,7 @@ func testUIBackupFlow(t *testing.T, d metadb.Dialect) {
 				chromedp.SendKeys(chromedp.CSS("#restore-destination"), dst))
 		}
 		b.screenshot(fmt.Sprintf("19-restore-step-%d", step))
-		if bad := unlabelled(b); len(bad) > 0 {
-			t.Errorf("controls without a label: %q", bad)
-		}
+		checkLabels(t, b)
 		form := browserRun(b, "read the step", chromedp.Evaluate[string](`document.querySelector('form[id^=restore-step-]').id`))
 		b.do("go on from "+form, chromedp.Click(chromedp.CSS("#restore-next")))
 		b.waitJS("the step after "+form, fmt.Sprintf(`document.readyState === "complete" && `+
@@ -192,9 +186,7 @@ func testUIBackupFlow(t *testing.T, d metadb.Dialect) {
 		if h := browserRun(b, "read the heading", chromedp.Text(chromedp.CSS("main h1"))); h == "Page not found" {
 			t.Errorf("%s is missing", p)
 		}
-		if bad := unlabelled(b); len(bad) > 0 {
-			t.Errorf("controls without a label: %q", bad)
-		}
+		checkLabels(t, b)
 		b.screenshot(fmt.Sprintf("%02d-admin-%s", 30+i, strings.Trim(p, "/")))
 	}
 
@@ -250,6 +242,16 @@ func testUIBackupFlow(t *testing.T, d metadb.Dialect) {
 		if strings.Contains(m, "Content Security Policy") || strings.Contains(strings.ToLower(m), "uncaught") {
 			t.Errorf("console: %s", m)
 		}
+	}
+}
+
+// checkLabels fails t for every control of the current page that a
+// screen reader could not name.
+func checkLabels(t *testing.T, b *browser) {
+	t.Helper()
+	if bad := unlabelled(b); len(bad) > 0 {
+		url := browserRun(b, "read the address", chromedp.Evaluate[string](`location.pathname + location.search`))
+		t.Errorf("%s: controls without a label: %q", url, bad)
 	}
 }
 
